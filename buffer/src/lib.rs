@@ -47,7 +47,10 @@ pub enum BufferError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
-    move |source| BufferError::Io { path: path.to_owned(), source }
+    move |source| BufferError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// One record read back from the buffer.
@@ -122,7 +125,11 @@ impl DiskBuffer {
             if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
                 continue;
             }
-            if let Some(id) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()) {
+            if let Some(id) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+            {
                 ids.push(id);
             }
         }
@@ -172,7 +179,12 @@ impl DiskBuffer {
         let path = self.segment_path(id);
         let data = fs::read(&path).map_err(io_err(&path))?;
         let mut off = 0u64;
-        let mut seg = Segment { id, len: 0, records: 0, samples: 0 };
+        let mut seg = Segment {
+            id,
+            len: 0,
+            records: 0,
+            samples: 0,
+        };
         while let Some((record, next)) = parse_record(&data, off) {
             if off >= skip_to {
                 seg.records += 1;
@@ -182,7 +194,10 @@ impl DiskBuffer {
         }
         let truncated = data.len() as u64 - off;
         if truncated > 0 {
-            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
             f.set_len(off).map_err(io_err(&path))?;
             f.sync_all().map_err(io_err(&path))?;
         }
@@ -211,10 +226,22 @@ impl DiskBuffer {
             Some(seg) => seg.len > 0 && seg.len + need > self.segment_bytes,
         };
         if roll {
-            let id = self.segments.back().map_or(self.first_free_id(), |s| s.id + 1);
+            let id = self
+                .segments
+                .back()
+                .map_or(self.first_free_id(), |s| s.id + 1);
             let path = self.segment_path(id);
-            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-            self.segments.push_back(Segment { id, len: 0, records: 0, samples: 0 });
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            self.segments.push_back(Segment {
+                id,
+                len: 0,
+                records: 0,
+                samples: 0,
+            });
             self.tail = Some(file);
             if self.segments.len() == 1 {
                 self.read_offset = 0;
@@ -223,7 +250,10 @@ impl DiskBuffer {
         let seg_id = self.segments.back().map(|s| s.id).unwrap_or_default();
         let path = self.segment_path(seg_id);
         if self.tail.is_none() {
-            let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
             self.tail = Some(file);
         }
         let mut bytes = Vec::with_capacity(need as usize);
@@ -252,7 +282,9 @@ impl DiskBuffer {
     }
 
     fn drop_oldest_segment(&mut self) -> Result<Dropped, BufferError> {
-        let Some(seg) = self.segments.pop_front() else { return Ok(Dropped::default()) };
+        let Some(seg) = self.segments.pop_front() else {
+            return Ok(Dropped::default());
+        };
         let path = self.segment_path(seg.id);
         if self.segments.is_empty() {
             self.tail = None;
@@ -266,7 +298,10 @@ impl DiskBuffer {
         } else {
             self.write_cursor(seg.id + 1, 0)?;
         }
-        Ok(Dropped { records: seg.records, samples: seg.samples })
+        Ok(Dropped {
+            records: seg.records,
+            samples: seg.samples,
+        })
     }
 
     /// The oldest unread record, without consuming it. Repeated calls return the same one
@@ -276,7 +311,9 @@ impl DiskBuffer {
             return Ok(Some(r.clone()));
         }
         loop {
-            let Some(seg) = self.segments.front() else { return Ok(None) };
+            let Some(seg) = self.segments.front() else {
+                return Ok(None);
+            };
             let (id, len) = (seg.id, seg.len);
             if self.read_offset >= len {
                 if self.segments.len() == 1 {
@@ -290,14 +327,18 @@ impl DiskBuffer {
                 let f = File::open(&path).map_err(io_err(&path))?;
                 self.head = Some((id, f));
             }
-            let Some((_, file)) = self.head.as_mut() else { return Ok(None) };
-            file.seek(SeekFrom::Start(self.read_offset)).map_err(io_err(&path))?;
+            let Some((_, file)) = self.head.as_mut() else {
+                return Ok(None);
+            };
+            file.seek(SeekFrom::Start(self.read_offset))
+                .map_err(io_err(&path))?;
             let mut header = [0u8; HEADER_LEN as usize];
             file.read_exact(&mut header).map_err(io_err(&path))?;
             let plen = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let mut rec = header.to_vec();
             rec.resize(HEADER_LEN as usize + plen, 0);
-            file.read_exact(&mut rec[HEADER_LEN as usize..]).map_err(io_err(&path))?;
+            file.read_exact(&mut rec[HEADER_LEN as usize..])
+                .map_err(io_err(&path))?;
             match parse_record(&rec, 0) {
                 Some((record, next)) => {
                     self.peeked = Some((record.clone(), self.read_offset + next));
@@ -316,9 +357,13 @@ impl DiskBuffer {
 
     /// Consumes the record last returned by [`DiskBuffer::peek`] and persists the position.
     pub fn ack(&mut self) -> Result<(), BufferError> {
-        let Some((record, next)) = self.peeked.take() else { return Ok(()) };
+        let Some((record, next)) = self.peeked.take() else {
+            return Ok(());
+        };
         self.read_offset = next;
-        let Some(seg) = self.segments.front_mut() else { return Ok(()) };
+        let Some(seg) = self.segments.front_mut() else {
+            return Ok(());
+        };
         seg.records = seg.records.saturating_sub(1);
         seg.samples = seg.samples.saturating_sub(u64::from(record.samples));
         let (id, len) = (seg.id, seg.len);
@@ -374,7 +419,9 @@ impl DiskBuffer {
 }
 
 fn read_cursor(path: &Path) -> (u64, u64) {
-    let Ok(text) = fs::read_to_string(path) else { return (0, 0) };
+    let Ok(text) = fs::read_to_string(path) else {
+        return (0, 0);
+    };
     let mut it = text.split_whitespace().map(|s| s.parse::<u64>().ok());
     match (it.next().flatten(), it.next().flatten()) {
         (Some(id), Some(off)) => (id, off),
@@ -398,7 +445,10 @@ fn parse_record(data: &[u8], off: u64) -> Option<(Record, u64)> {
     if h.finalize() != crc {
         return None;
     }
-    let record = Record { samples: u32::from_le_bytes(samples_bytes), payload: payload.to_vec() };
+    let record = Record {
+        samples: u32::from_le_bytes(samples_bytes),
+        payload: payload.to_vec(),
+    };
     Some((record, (start + len) as u64))
 }
 

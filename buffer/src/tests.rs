@@ -9,7 +9,9 @@ fn payload(i: u32, len: usize) -> Vec<u8> {
 fn drain(buf: &mut DiskBuffer) -> Vec<u32> {
     let mut out = Vec::new();
     while let Some(r) = buf.peek().expect("peek") {
-        out.push(u32::from_le_bytes(r.payload[0..4].try_into().expect("4 bytes")));
+        out.push(u32::from_le_bytes(
+            r.payload[0..4].try_into().expect("4 bytes"),
+        ));
         buf.ack().expect("ack");
     }
     out
@@ -44,7 +46,8 @@ fn survives_reopen_and_remembers_the_cursor() {
     }
     let (mut buf, rec) = DiskBuffer::open(dir.path(), 1 << 20).expect("reopen");
     assert_eq!((rec.records, rec.samples, rec.truncated_bytes), (30, 30, 0));
-    buf.append(1, &payload(50, 10)).expect("append after reopen");
+    buf.append(1, &payload(50, 10))
+        .expect("append after reopen");
     assert_eq!(drain(&mut buf), (20..51).collect::<Vec<_>>());
 }
 
@@ -73,9 +76,18 @@ fn a_record_larger_than_the_cap_is_dropped_not_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut buf, _) = DiskBuffer::open(dir.path(), 64 * 1024).expect("open");
     let d = buf.append(3, &vec![0u8; 100 * 1024]).expect("append");
-    assert_eq!(d, Dropped { records: 1, samples: 3 });
+    assert_eq!(
+        d,
+        Dropped {
+            records: 1,
+            samples: 3
+        }
+    );
     assert!(buf.is_empty());
-    assert!(matches!(DiskBuffer::open(dir.path(), 10), Err(BufferError::TooSmall(10))));
+    assert!(matches!(
+        DiskBuffer::open(dir.path(), 10),
+        Err(BufferError::TooSmall(10))
+    ));
 }
 
 #[test]
@@ -92,8 +104,12 @@ fn torn_tail_is_truncated_on_open() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "seg"))
         .expect("a segment");
-    let mut f = OpenOptions::new().append(true).open(&seg).expect("open seg");
-    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).expect("write torn record");
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open seg");
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5])
+        .expect("write torn record");
     drop(f);
     let (mut buf, rec) = DiskBuffer::open(dir.path(), 1 << 20).expect("reopen");
     assert_eq!((rec.records, rec.truncated_bytes), (5, 9));

@@ -11,7 +11,9 @@ fn benches(c: &mut Criterion) {
     c.bench_function("exposition_parse_node_exporter", |b| {
         b.iter(|| exposition::parse(black_box(NODE_EXPORTER), 0).map(|e| e.series.len()))
     });
-    let series = exposition::parse(NODE_EXPORTER, 1_700_000_000_000).map(|e| e.series).unwrap_or_default();
+    let series = exposition::parse(NODE_EXPORTER, 1_700_000_000_000)
+        .map(|e| e.series)
+        .unwrap_or_default();
     let req = remote_write::WriteRequest::from_series(&series);
     c.bench_function("remote_write_encode_node_exporter", |b| {
         b.iter(|| remote_write::encode(black_box(&req)).len())

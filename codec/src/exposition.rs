@@ -105,25 +105,31 @@ pub fn parse(text: &str, default_timestamp_ms: i64) -> Result<Exposition, ParseE
                 }
                 labels.insert(l.key.clone(), unescape_label_value(&l.value));
             }
-            let value: f64 = sample
-                .value
-                .value
-                .parse()
-                .map_err(|_| invalid(&name, format!("invalid value {:?}", *sample.value.value)))?;
+            let value: f64 =
+                sample.value.value.parse().map_err(|_| {
+                    invalid(&name, format!("invalid value {:?}", *sample.value.value))
+                })?;
             let ts = sample.value.timestamp.unwrap_or(default_timestamp_ms);
             out.series.push(Series::single(labels, ts, value));
         }
         out.families.push(Family {
             name: metric.name,
             kind,
-            help: metric.help_desc.as_deref().map(unescape_help).unwrap_or_default(),
+            help: metric
+                .help_desc
+                .as_deref()
+                .map(unescape_help)
+                .unwrap_or_default(),
         });
     }
     Ok(out)
 }
 
 fn invalid(metric: &str, reason: String) -> ParseError {
-    ParseError::InvalidSeries { metric: metric.to_owned(), reason }
+    ParseError::InvalidSeries {
+        metric: metric.to_owned(),
+        reason,
+    }
 }
 
 fn describe(e: ScrapeParseError) -> String {
@@ -181,7 +187,9 @@ mod tests {
     fn find<'a>(e: &'a Exposition, name: &str, label: (&str, &str)) -> &'a Series {
         e.series
             .iter()
-            .find(|s| s.labels.metric_name() == Some(name) && s.labels.get(label.0) == Some(label.1))
+            .find(|s| {
+                s.labels.metric_name() == Some(name) && s.labels.get(label.0) == Some(label.1)
+            })
             .unwrap_or_else(|| panic!("no series {name} with {label:?}"))
     }
 
@@ -189,20 +197,41 @@ mod tests {
     fn parses_the_format_documentation_example() {
         let e = parse(UPSTREAM_EXAMPLE, 42).expect("parses");
         let s = find(&e, "http_requests_total", ("code", "400"));
-        assert_eq!((s.samples[0].timestamp_ms, s.samples[0].value), (1395066363000, 3.0));
-        let s = find(&e, "msdos_file_access_time_seconds", ("path", "C:\\DIR\\FILE.TXT"));
-        assert_eq!(s.labels.get("error"), Some("Cannot find file:\n\"FILE.TXT\""));
+        assert_eq!(
+            (s.samples[0].timestamp_ms, s.samples[0].value),
+            (1395066363000, 3.0)
+        );
+        let s = find(
+            &e,
+            "msdos_file_access_time_seconds",
+            ("path", "C:\\DIR\\FILE.TXT"),
+        );
+        assert_eq!(
+            s.labels.get("error"),
+            Some("Cannot find file:\n\"FILE.TXT\"")
+        );
         assert_eq!(s.samples[0].timestamp_ms, 42);
         let s = find(&e, "something_weird", ("problem", "division by zero"));
         assert_eq!(s.samples[0].value, f64::INFINITY);
         assert_eq!(s.samples[0].timestamp_ms, -3982045);
         let s = find(&e, "http_request_duration_seconds_bucket", ("le", "+Inf"));
         assert_eq!(s.samples[0].value, 144320.0);
-        let names: Vec<_> = e.series.iter().filter_map(|s| s.labels.metric_name()).collect();
-        for n in ["http_request_duration_seconds_sum", "rpc_duration_seconds_count", "rpc_duration_seconds"] {
+        let names: Vec<_> = e
+            .series
+            .iter()
+            .filter_map(|s| s.labels.metric_name())
+            .collect();
+        for n in [
+            "http_request_duration_seconds_sum",
+            "rpc_duration_seconds_count",
+            "rpc_duration_seconds",
+        ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
-        let hist = e.families.iter().find(|f| f.name == "http_request_duration_seconds");
+        let hist = e
+            .families
+            .iter()
+            .find(|f| f.name == "http_request_duration_seconds");
         assert_eq!(hist.map(|f| f.kind), Some(FamilyType::Histogram));
     }
 

@@ -129,16 +129,25 @@ impl WriteRequest {
                 labels: s
                     .labels
                     .iter()
-                    .map(|l| Label { name: l.name.clone(), value: l.value.clone() })
+                    .map(|l| Label {
+                        name: l.name.clone(),
+                        value: l.value.clone(),
+                    })
                     .collect(),
                 samples: s
                     .samples
                     .iter()
-                    .map(|x| Sample { value: x.value, timestamp: x.timestamp_ms })
+                    .map(|x| Sample {
+                        value: x.value,
+                        timestamp: x.timestamp_ms,
+                    })
                     .collect(),
             })
             .collect();
-        WriteRequest { timeseries, metadata: Vec::new() }
+        WriteRequest {
+            timeseries,
+            metadata: Vec::new(),
+        }
     }
 
     /// Converts into model series. Labels are sorted and de-duplicated if a writer sent
@@ -150,13 +159,19 @@ impl WriteRequest {
                 labels: Labels::from_sorted(
                     ts.labels
                         .into_iter()
-                        .map(|l| ModelLabel { name: l.name, value: l.value })
+                        .map(|l| ModelLabel {
+                            name: l.name,
+                            value: l.value,
+                        })
                         .collect(),
                 ),
                 samples: ts
                     .samples
                     .into_iter()
-                    .map(|s| ModelSample { timestamp_ms: s.timestamp, value: s.value })
+                    .map(|s| ModelSample {
+                        timestamp_ms: s.timestamp,
+                        value: s.value,
+                    })
                     .collect(),
             })
             .collect()
@@ -179,7 +194,9 @@ pub fn compress(raw: &[u8]) -> Vec<u8> {
     let mut out = vec![0; snap::raw::max_compress_len(raw.len())];
     // Compression into a buffer of `max_compress_len` cannot fail for inputs under 4 GiB,
     // which remote_write bodies always are (receivers cap bodies far lower).
-    let n = snap::raw::Encoder::new().compress(raw, &mut out).unwrap_or(0);
+    let n = snap::raw::Encoder::new()
+        .compress(raw, &mut out)
+        .unwrap_or(0);
     out.truncate(n);
     out
 }
@@ -189,7 +206,10 @@ pub fn compress(raw: &[u8]) -> Vec<u8> {
 pub fn decode(body: &[u8], max_decompressed: usize) -> Result<WriteRequest, DecodeError> {
     let size = snap::raw::decompress_len(body)?;
     if size > max_decompressed {
-        return Err(DecodeError::TooLarge { size, limit: max_decompressed });
+        return Err(DecodeError::TooLarge {
+            size,
+            limit: max_decompressed,
+        });
     }
     let raw = snap::raw::Decoder::new().decompress_vec(body)?;
     Ok(WriteRequest::decode(raw.as_slice())?)
@@ -203,8 +223,14 @@ mod tests {
         vec![Series {
             labels: Labels::from_pairs([("__name__", "up"), ("job", "node")]),
             samples: vec![
-                ModelSample { timestamp_ms: 1000, value: 1.0 },
-                ModelSample { timestamp_ms: 2000, value: nunchi_model::stale_nan() },
+                ModelSample {
+                    timestamp_ms: 1000,
+                    value: 1.0,
+                },
+                ModelSample {
+                    timestamp_ms: 2000,
+                    value: nunchi_model::stale_nan(),
+                },
             ],
         }]
     }
@@ -233,8 +259,14 @@ mod tests {
 
     #[test]
     fn garbage_is_a_clear_error() {
-        assert!(matches!(decode(b"\x05\x00", 1 << 20), Err(DecodeError::Snappy(_))));
+        assert!(matches!(
+            decode(b"\x05\x00", 1 << 20),
+            Err(DecodeError::Snappy(_))
+        ));
         let body = compress(b"\x0a\xff\xff");
-        assert!(matches!(decode(&body, 1 << 20), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(
+            decode(&body, 1 << 20),
+            Err(DecodeError::Protobuf(_))
+        ));
     }
 }

@@ -163,7 +163,9 @@ impl fmt::Display for Labels {
 
 /// Parses a user-supplied `NAME=VALUE` pair (a `--label` flag), checking the name.
 pub fn parse_label_pair(s: &str) -> Result<(String, String), LabelError> {
-    let (name, value) = s.split_once('=').ok_or_else(|| LabelError::NotAPair(s.to_owned()))?;
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| LabelError::NotAPair(s.to_owned()))?;
     let name = name.trim();
     if !is_valid_label_name(name) {
         return Err(LabelError::InvalidName(name.to_owned()));
@@ -193,19 +195,43 @@ mod tests {
     #[test]
     fn from_sorted_repairs_unsorted_input() {
         let l = Labels::from_sorted(vec![
-            Label { name: "z".into(), value: "1".into() },
-            Label { name: "a".into(), value: "2".into() },
-            Label { name: "e".into(), value: String::new() },
+            Label {
+                name: "z".into(),
+                value: "1".into(),
+            },
+            Label {
+                name: "a".into(),
+                value: "2".into(),
+            },
+            Label {
+                name: "e".into(),
+                value: String::new(),
+            },
         ]);
-        assert_eq!(l.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a", "z"]);
+        assert_eq!(
+            l.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["a", "z"]
+        );
     }
 
     #[test]
     fn label_pairs_are_validated() {
-        assert_eq!(parse_label_pair("dc=eu-1"), Ok(("dc".into(), "eu-1".into())));
-        assert_eq!(parse_label_pair("noequals"), Err(LabelError::NotAPair("noequals".into())));
-        assert_eq!(parse_label_pair("1x=a"), Err(LabelError::InvalidName("1x".into())));
-        assert_eq!(parse_label_pair("__x=a"), Err(LabelError::Reserved("__x".into())));
+        assert_eq!(
+            parse_label_pair("dc=eu-1"),
+            Ok(("dc".into(), "eu-1".into()))
+        );
+        assert_eq!(
+            parse_label_pair("noequals"),
+            Err(LabelError::NotAPair("noequals".into()))
+        );
+        assert_eq!(
+            parse_label_pair("1x=a"),
+            Err(LabelError::InvalidName("1x".into()))
+        );
+        assert_eq!(
+            parse_label_pair("__x=a"),
+            Err(LabelError::Reserved("__x".into()))
+        );
         assert!(is_valid_metric_name("node:cpu_seconds:rate5m"));
         assert!(!is_valid_label_name("a:b"));
     }

@@ -49,7 +49,13 @@ pub struct Series {
 impl Series {
     /// A series holding a single sample.
     pub fn single(labels: Labels, timestamp_ms: i64, value: f64) -> Self {
-        Series { labels, samples: vec![Sample { timestamp_ms, value }] }
+        Series {
+            labels,
+            samples: vec![Sample {
+                timestamp_ms,
+                value,
+            }],
+        }
     }
 }
 
