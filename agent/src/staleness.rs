@@ -37,7 +37,7 @@ mod tests {
         let mut out = Vec::new();
         t.update(&[a.clone(), b.clone()], 1, &mut out);
         assert!(out.is_empty());
-        t.update(&[a.clone()], 2, &mut out);
+        t.update(std::slice::from_ref(&a), 2, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].labels, b.labels);
         assert!(nunchi_model::is_stale_nan(out[0].samples[0].value));

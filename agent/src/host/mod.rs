@@ -433,6 +433,9 @@ fn read_filesystems(b: &mut Builder) -> Result<(), procfs::ProcError> {
     Ok(())
 }
 
+/// A family name and how to read its value from one row of a /proc table.
+type Column<Row, V> = (&'static str, fn(&Row) -> V);
+
 /// The mount table as node_exporter reads it: PID 1's (the host's, when the agent runs in
 /// a container with the host's PID namespace), else our own.
 fn read_mounts() -> Result<Vec<procfs::MountEntry>, procfs::ProcError> {
@@ -448,7 +451,7 @@ fn read_diskstats(b: &mut Builder) -> Result<(), procfs::ProcError> {
         .into_iter()
         .filter(|d| !filter::ignore_disk(&d.name))
         .collect();
-    let columns: [(&str, fn(&procfs::DiskStat) -> f64); 5] = [
+    let columns: [Column<procfs::DiskStat, f64>; 5] = [
         ("node_disk_read_bytes_total", |d| {
             d.sectors_read as f64 * 512.0
         }),
@@ -476,7 +479,7 @@ fn read_netdev(b: &mut Builder) -> Result<(), procfs::ProcError> {
         .filter(|d| !filter::ignore_netdev(&d.name))
         .collect();
     devs.sort_by(|a, b| a.name.cmp(&b.name));
-    let columns: [(&str, fn(&procfs::net::DeviceStatus) -> u64); 8] = [
+    let columns: [Column<procfs::net::DeviceStatus, u64>; 8] = [
         ("node_network_receive_bytes_total", |d| d.recv_bytes),
         ("node_network_receive_packets_total", |d| d.recv_packets),
         ("node_network_receive_errs_total", |d| d.recv_errs),

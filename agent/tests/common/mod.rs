@@ -1,0 +1,299 @@
+//! Test helpers: a real remote_write receiver on a loopback port that decodes and records
+//! every request, a runner for the real `nunchi-agent` binary, and small HTTP utilities.
+#![allow(dead_code, missing_docs, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use nunchi_codec::{exposition, remote_write};
+use nunchi_model::Series;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// GET with a shared client (installing the rustls provider this workspace uses).
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    });
+    client.get(url).send().await
+}
+
+/// A loopback port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    l.local_addr().expect("addr").port()
+}
+
+/// One request the receiver accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at_ms: i64,
+    pub series: Vec<Series>,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Received>>,
+    /// 0: accept; otherwise answer with this status and record nothing.
+    status: AtomicU16,
+    expected_token: Mutex<Option<String>>,
+    header_errors: Mutex<Vec<String>>,
+}
+
+/// A remote_write receiver that can be stopped (connections refused) and started again
+/// on the same port.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let status = s.status.load(Ordering::SeqCst);
+    if status != 0 {
+        return StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut errs = Vec::new();
+    if h("content-encoding") != "snappy" {
+        errs.push(format!("content-encoding {:?}", h("content-encoding")));
+    }
+    if h("content-type") != "application/x-protobuf" {
+        errs.push(format!("content-type {:?}", h("content-type")));
+    }
+    if h("x-prometheus-remote-write-version") != "0.1.0" {
+        errs.push(format!(
+            "version {:?}",
+            h("x-prometheus-remote-write-version")
+        ));
+    }
+    if let Some(t) = s.expected_token.lock().expect("lock").clone() {
+        if h("authorization") != format!("Bearer {t}") {
+            return StatusCode::UNAUTHORIZED;
+        }
+    }
+    if !errs.is_empty() {
+        s.header_errors.lock().expect("lock").extend(errs);
+    }
+    match remote_write::decode(&body, 64 << 20) {
+        Ok(req) => {
+            s.requests.lock().expect("lock").push(Received {
+                at_ms: now_ms(),
+                series: req.into_series(),
+            });
+            StatusCode::NO_CONTENT
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut r = Receiver {
+            addr,
+            shared: Arc::default(),
+            stop: None,
+            task: None,
+        };
+        r.resume().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    pub fn expect_token(&self, token: &str) {
+        *self.shared.expected_token.lock().expect("lock") = Some(token.to_owned());
+    }
+
+    /// Answers every request with `status` (0 to accept again).
+    pub fn respond_with(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Stops listening: connections are refused until [`Receiver::resume`].
+    pub async fn pause(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    pub async fn resume(&mut self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let app = axum::Router::new()
+            .route("/api/v1/write", post(write))
+            .with_state(self.shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    pub fn header_errors(&self) -> Vec<String> {
+        self.shared.header_errors.lock().expect("lock").clone()
+    }
+
+    /// (arrival time, sample timestamp, value) of every sample of series matching `pred`.
+    pub fn samples_where(&self, pred: impl Fn(&Series) -> bool) -> Vec<(i64, i64, f64)> {
+        let mut out = Vec::new();
+        for r in self.requests() {
+            for s in r.series.iter().filter(|s| pred(s)) {
+                for x in &s.samples {
+                    out.push((r.at_ms, x.timestamp_ms, x.value));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The real agent binary, running.
+pub struct Agent {
+    child: Child,
+    pub listen: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, args: &[&str]) -> Agent {
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let log = dir.join(format!("agent-{}.log", listen.port()));
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_nunchi-agent"))
+            .arg("--listen")
+            .arg(listen.to_string())
+            .args(args)
+            .env("NUNCHI_LOG", "debug,hyper=info,reqwest=info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn nunchi-agent");
+        Agent { child, listen, log }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "agent did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The agent's own /metrics page, parsed.
+    pub async fn metrics(&self) -> Option<Vec<Series>> {
+        let text = http_get(format!("http://{}/metrics", self.listen))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        exposition::parse(&text, 0).ok().map(|e| e.series)
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.listen);
+        wait_for(Duration::from_secs(20), || async {
+            http_get(&url).await.ok()?.text().await.ok()
+        })
+        .await
+        .expect("agent serves /metrics")
+    }
+
+    /// Sum of a self-metric across its series, filtered by a label.
+    pub async fn metric_sum(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        self.metrics()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.labels.metric_name() == Some(name))
+            .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| s.samples[0].value)
+            .sum()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns Some, or the timeout passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
