@@ -18,7 +18,7 @@ pub mod staleness;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nunchi_codec::remote_write::{self, WriteRequest};
+use nunchi_codec::remote_write::{self, SeriesGroup};
 use nunchi_model::{Labels, sample_count};
 use tokio::sync::watch;
 
@@ -61,6 +61,9 @@ pub enum AgentError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// How often the agent's `process_*` metrics are pushed.
+const PROCESS_METRICS_EVERY: Duration = Duration::from_secs(10);
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -80,6 +83,26 @@ pub fn agent_labels(config: &AgentConfig) -> Labels {
     l
 }
 
+/// An HTTP client builder. When no configured URL uses `https`, TLS is set up with an
+/// empty trust store instead of loading the system's certificates: nothing would use them,
+/// and loading them costs start-up time and resident memory on every host.
+fn http_client(config: &AgentConfig) -> Result<reqwest::ClientBuilder, AgentError> {
+    let builder =
+        reqwest::Client::builder().user_agent(concat!("nunchi-agent/", env!("CARGO_PKG_VERSION")));
+    let https = config
+        .push_url
+        .iter()
+        .chain(config.scrape.iter().map(|t| &t.url))
+        .any(|u| u.scheme() == "https");
+    if https {
+        return Ok(builder);
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(builder.tls_backend_preconfigured(tls))
+}
+
 /// Runs the agent until `shutdown` turns true, then flushes undelivered batches to the
 /// buffers and returns.
 pub async fn run(
@@ -90,11 +113,15 @@ pub async fn run(
     // only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
+    // The agent's own metrics; host metrics are kept apart so each cycle reads them once
+    // and encodes them without conversion.
     let registry = prometheus::Registry::new();
     let host = std::sync::Arc::new(HostCollector::new());
-    registry.register(Box::new(HostCollectorRef(host.clone())))?;
     let metrics = SelfMetrics::register(&registry)?;
-    registry.register(Box::new(
+    // process_* figures (the agent's own CPU, memory, fds) change slowly and cost several
+    // /proc reads; they are pushed every PROCESS_METRICS_EVERY and always on /metrics.
+    let process_registry = prometheus::Registry::new();
+    process_registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
 
@@ -111,10 +138,7 @@ pub async fn run(
         ),
         (None, None) => None,
     };
-    let push_client = reqwest::Client::builder()
-        .timeout(config.push_timeout)
-        .user_agent(concat!("nunchi-agent/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let push_client = http_client(&config)?.timeout(config.push_timeout).build()?;
     let settings = PushSettings {
         replay: config.replay,
         token,
@@ -151,7 +175,10 @@ pub async fn run(
         })?;
     tracing::info!(listen = %config.listen, push_urls = config.push_url.len(), scrape_targets = config.scrape.len(),
         interval = ?config.interval, "nunchi-agent started");
-    let app = server::app(registry.clone());
+    let app = server::app(
+        vec![registry.clone(), process_registry.clone()],
+        host.clone(),
+    );
     let mut server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -162,19 +189,24 @@ pub async fn run(
         }
     });
 
-    let scrape_client = reqwest::Client::builder()
-        .user_agent(concat!("nunchi-agent/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let scrape_client = http_client(&config)?.build()?;
     let mut scraper = Scraper::new(
         scrape_client,
         &config.scrape,
         config.effective_scrape_timeout(),
     );
     let labels = agent_labels(&config);
+    let mut host_staleness = StalenessTracker::default();
     let mut own_staleness = StalenessTracker::default();
+    let process_every =
+        (PROCESS_METRICS_EVERY.as_millis() / config.interval.as_millis().max(1)).max(1) as u64;
+    let mut cycle: u64 = 0;
+    let mut process = Vec::new();
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut series = Vec::new();
+    let no_labels = Labels::new();
+    let (mut own, mut scraped, mut markers, mut scratch) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -182,20 +214,53 @@ pub async fn run(
         }
         let started = std::time::Instant::now();
         let ts = now_ms();
-        let failures = host.refresh();
+        let failures = host.refresh(ts);
         metrics.host_source_failures.inc_by(failures as u64);
-        series.clear();
-        families::to_series(&registry.gather(), &labels, ts, &mut series);
-        let own = series.len();
-        let mut markers = Vec::new();
-        own_staleness.update(&series[..own], ts, &mut markers);
-        series.append(&mut markers);
-        scraper.scrape_all(&labels, ts, &mut series).await;
-        let samples = sample_count(&series) as u32;
+        own.clear();
+        families::to_series(&registry.gather(), &no_labels, ts, &mut own);
+        process.clear();
+        if cycle % process_every == 0 {
+            families::to_series(&process_registry.gather(), &no_labels, ts, &mut process);
+        }
+        cycle += 1;
+        scraped.clear();
+        scraper.scrape_all(&labels, ts, &mut scraped).await;
+        let Some(host_series) = host.snapshot() else {
+            continue;
+        };
+        markers.clear();
+        host_staleness.update(&host_series, ts, &mut markers);
+        own_staleness.update(&own, ts, &mut markers);
+        let samples = (host_series.len()
+            + sample_count(&own)
+            + process.len()
+            + sample_count(&scraped)
+            + markers.len()) as u32;
         metrics.samples_collected.inc_by(u64::from(samples));
         if !handles.is_empty() {
-            let body =
-                bytes::Bytes::from(remote_write::encode(&WriteRequest::from_series(&series)));
+            let groups = [
+                SeriesGroup {
+                    series: &host_series,
+                    extra: &labels,
+                },
+                SeriesGroup {
+                    series: &own,
+                    extra: &labels,
+                },
+                SeriesGroup {
+                    series: &process,
+                    extra: &labels,
+                },
+                SeriesGroup {
+                    series: &markers,
+                    extra: &labels,
+                },
+                SeriesGroup {
+                    series: &scraped,
+                    extra: &no_labels,
+                },
+            ];
+            let body = bytes::Bytes::from(remote_write::encode_series(&groups, &mut scratch));
             for h in &handles {
                 h.submit(Batch {
                     body: body.clone(),
@@ -203,6 +268,7 @@ pub async fn run(
                 });
             }
         }
+        drop(host_series);
         metrics
             .collection_duration
             .observe(started.elapsed().as_secs_f64());
@@ -215,16 +281,4 @@ pub async fn run(
     }
     let _ = server.await;
     Ok(())
-}
-
-/// Registers a shared [`HostCollector`] (the registry takes ownership of a box).
-struct HostCollectorRef(std::sync::Arc<HostCollector>);
-
-impl prometheus::core::Collector for HostCollectorRef {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.desc()
-    }
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.0.collect()
-    }
 }

@@ -4,15 +4,19 @@
 use anyhow::Context;
 use clap::Parser;
 use nunchi_agent::config::Cli;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NUNCHI_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    // Log filter from NUNCHI_LOG, e.g. `info` or `debug,hyper=info` (default `info`).
+    let filter = std::env::var("NUNCHI_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let config = match cli.resolve() {
         Ok(c) => c,

@@ -189,6 +189,115 @@ pub fn encode(req: &WriteRequest) -> Vec<u8> {
     compress(&raw)
 }
 
+/// A group of series and the labels to add to each of them, for [`encode_series`].
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesGroup<'a> {
+    /// The series.
+    pub series: &'a [Series],
+    /// Labels added to every series of the group; a label the series already has wins.
+    pub extra: &'a Labels,
+}
+
+/// Encodes groups of model series straight into a remote_write body (protobuf, then
+/// snappy), merging each group's extra labels in name order, without building an
+/// intermediate [`WriteRequest`]. `scratch` is reused between calls to avoid allocation.
+pub fn encode_series(groups: &[SeriesGroup<'_>], scratch: &mut Vec<u8>) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    scratch.clear();
+    for g in groups {
+        for s in g.series {
+            let labels_len: usize = merged(&s.labels, g.extra)
+                .map(|(n, v)| {
+                    let inner = string_field_len(1, n) + string_field_len(2, v);
+                    key_len(1) + encoded_len_varint(inner as u64) + inner
+                })
+                .sum();
+            let samples_len: usize = s
+                .samples
+                .iter()
+                .map(|x| {
+                    let inner = sample_len(x);
+                    key_len(2) + encoded_len_varint(inner as u64) + inner
+                })
+                .sum();
+            encode_key(1, WireType::LengthDelimited, scratch);
+            encode_varint((labels_len + samples_len) as u64, scratch);
+            for (n, v) in merged(&s.labels, g.extra) {
+                let inner = string_field_len(1, n) + string_field_len(2, v);
+                encode_key(1, WireType::LengthDelimited, scratch);
+                encode_varint(inner as u64, scratch);
+                put_string_field(1, n, scratch);
+                put_string_field(2, v, scratch);
+            }
+            for x in &s.samples {
+                encode_key(2, WireType::LengthDelimited, scratch);
+                encode_varint(sample_len(x) as u64, scratch);
+                if x.value.to_bits() != 0 {
+                    encode_key(1, WireType::SixtyFourBit, scratch);
+                    scratch.extend_from_slice(&x.value.to_le_bytes());
+                }
+                if x.timestamp_ms != 0 {
+                    encode_key(2, WireType::Varint, scratch);
+                    encode_varint(x.timestamp_ms as u64, scratch);
+                }
+            }
+        }
+    }
+    compress(scratch)
+}
+
+fn string_field_len(tag: u32, s: &str) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    if s.is_empty() {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(s.len() as u64) + s.len()
+    }
+}
+
+fn put_string_field(tag: u32, s: &str, buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    if !s.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(s.len() as u64, buf);
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn sample_len(x: &ModelSample) -> usize {
+    use prost::encoding::{encoded_len_varint, key_len};
+    let v = if x.value.to_bits() != 0 {
+        key_len(1) + 8
+    } else {
+        0
+    };
+    let t = if x.timestamp_ms != 0 {
+        key_len(2) + encoded_len_varint(x.timestamp_ms as u64)
+    } else {
+        0
+    };
+    v + t
+}
+
+/// The union of two sorted label sets in name order; on a shared name, `own` wins.
+fn merged<'a>(own: &'a Labels, extra: &'a Labels) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let mut a = own.iter().peekable();
+    let mut b = extra.iter().peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) => match x.name.cmp(&y.name) {
+            std::cmp::Ordering::Less => a.next().map(|l| (l.name.as_str(), l.value.as_str())),
+            std::cmp::Ordering::Greater => b.next().map(|l| (l.name.as_str(), l.value.as_str())),
+            std::cmp::Ordering::Equal => {
+                b.next();
+                a.next().map(|l| (l.name.as_str(), l.value.as_str()))
+            }
+        },
+        (Some(_), None) => a.next().map(|l| (l.name.as_str(), l.value.as_str())),
+        (None, Some(_)) => b.next().map(|l| (l.name.as_str(), l.value.as_str())),
+        (None, None) => None,
+    })
+}
+
 /// Snappy block-compresses `raw`.
 pub fn compress(raw: &[u8]) -> Vec<u8> {
     let mut out = vec![0; snap::raw::max_compress_len(raw.len())];
@@ -242,6 +351,34 @@ mod tests {
         assert_eq!(back[0].labels, series()[0].labels);
         assert_eq!(back[0].samples[0], series()[0].samples[0]);
         assert!(nunchi_model::is_stale_nan(back[0].samples[1].value));
+    }
+
+    #[test]
+    fn direct_encoding_equals_prost_encoding_with_merged_labels() {
+        let mut with_host = series();
+        with_host[0].labels.insert("host", "h1");
+        with_host[0].samples.push(ModelSample {
+            timestamp_ms: 0,
+            value: 0.0,
+        });
+        let expected = encode(&WriteRequest::from_series(&with_host));
+        let mut scratch = Vec::new();
+        let extra = Labels::from_pairs([("host", "h1"), ("job", "ignored")]);
+        let mut plain = series();
+        plain[0].samples.push(ModelSample {
+            timestamp_ms: 0,
+            value: 0.0,
+        });
+        let got = encode_series(
+            &[SeriesGroup {
+                series: &plain,
+                extra: &extra,
+            }],
+            &mut scratch,
+        );
+        assert_eq!(got, expected);
+        let back = decode(&got, 1 << 20).expect("decodes").into_series();
+        assert_eq!(back[0].labels.get("job"), Some("node"));
     }
 
     #[test]
