@@ -267,7 +267,9 @@ impl AgentConfig {
              buffering on disk while the receiver is unreachable.",
     long_about = None,
     after_help = "Precedence: flags > NUNCHI_AGENT_* environment > --config file > defaults.\n\
-                  Durations take units (250ms, 10s, 5m); sizes too (64KiB, 256MiB, 1GB)."
+                  Durations take units (250ms, 10s, 5m); sizes too (64KiB, 256MiB, 1GB).\n\
+                  Logging: NUNCHI_LOG=info (default), or e.g. NUNCHI_LOG=debug,hyper=info.\n\
+                  Stops cleanly on SIGTERM or Ctrl-C, writing undelivered samples to the buffer."
 )]
 pub struct Cli {
     /// TOML config file; keys as named in each option's help.
