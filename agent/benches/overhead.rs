@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{free_port, http_get, node_exporter_args, wait_for};
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -29,13 +34,6 @@ impl Drop for Proc {
 /// Both programs do one cycle per CADENCE: node_exporter is scraped at it, the agent runs
 /// with it as `--interval`.
 const CADENCE: Duration = Duration::from_millis(100);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
 
 /// CPU time of a process in seconds: the sum over its threads of the scheduler's exact
 /// on-CPU time (`/proc/<pid>/task/*/schedstat`), user and kernel alike. Unlike the
@@ -66,8 +64,13 @@ fn status_kib(pid: u32, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Option<String> {
-    client.get(url).send().await.ok()?.text().await.ok()
+async fn get(url: &str) -> Option<String> {
+    http_get(url).await.ok()?.text().await.ok()
+}
+
+/// The first answer of `url`, waiting up to 10 s for the program to start.
+async fn first_answer(url: &str) -> Option<String> {
+    wait_for(Duration::from_secs(10), || get(url)).await
 }
 
 fn metric_value(text: &str, name: &str) -> f64 {
@@ -85,15 +88,28 @@ fn series_count(text: &str, prefix: &str) -> usize {
 /// On-CPU time of the calling thread, in seconds.
 fn thread_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    stat.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+    stat.split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
 }
 
 /// The kernel's share that no collector can avoid: re-reading the /proc files both
 /// programs read each cycle (kept open, one pread each) and one statvfs per filesystem.
 fn proc_floor(cycles: usize) -> f64 {
     use std::os::unix::fs::FileExt;
-    let paths = ["/proc/stat", "/proc/meminfo", "/proc/diskstats", "/proc/net/dev", "/proc/loadavg"];
-    let files: Vec<std::fs::File> = paths.iter().filter_map(|p| std::fs::File::open(p).ok()).collect();
+    let paths = [
+        "/proc/stat",
+        "/proc/meminfo",
+        "/proc/diskstats",
+        "/proc/net/dev",
+        "/proc/loadavg",
+    ];
+    let files: Vec<std::fs::File> = paths
+        .iter()
+        .filter_map(|p| std::fs::File::open(p).ok())
+        .collect();
     let mut buf = vec![0u8; 256 * 1024];
     let start = thread_cpu_seconds();
     for _ in 0..cycles {
@@ -111,40 +127,20 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(600);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
 
     // node_exporter, scraped back to back.
     let ne_port = free_port();
     let ne = Proc(
         Command::new("/usr/bin/prometheus-node-exporter")
-            .args([
-                format!("--web.listen-address=127.0.0.1:{ne_port}").as_str(),
-                "--collector.disable-defaults",
-                "--collector.cpu",
-                "--collector.loadavg",
-                "--collector.meminfo",
-                "--collector.filesystem",
-                "--collector.diskstats",
-                "--collector.netdev",
-                "--collector.stat",
-            ])
+            .args(node_exporter_args(ne_port))
             .stderr(Stdio::null())
             .spawn()
             .expect("start /usr/bin/prometheus-node-exporter (apt-get install prometheus-node-exporter)"),
     );
     let ne_url = format!("http://127.0.0.1:{ne_port}/metrics");
-    let mut first = None;
-    for _ in 0..100 {
-        first = get(&client, &ne_url).await;
-        if first.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ne_text = first.expect("node_exporter answers");
+    let ne_text = first_answer(&ne_url).await.expect("node_exporter answers");
     for _ in 0..20 {
-        get(&client, &ne_url).await;
+        get(&ne_url).await;
     }
     let ne_pid = ne.0.id();
     let cpu0 = cpu_seconds(ne_pid);
@@ -152,7 +148,7 @@ async fn main() {
     let mut tick = tokio::time::interval(CADENCE);
     for _ in 0..cycles {
         tick.tick().await;
-        get(&client, &ne_url).await;
+        get(&ne_url).await;
     }
     let ne_cpu = (cpu_seconds(ne_pid) - cpu0) / cycles as f64;
     let ne_wall = t0.elapsed();
@@ -192,23 +188,15 @@ async fn main() {
             .expect("start nunchi-agent"),
     );
     let agent_url = format!("http://127.0.0.1:{agent_port}/metrics");
-    let mut text = None;
-    for _ in 0..100 {
-        text = get(&client, &agent_url).await;
-        if text.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let agent_text = text.expect("agent answers");
+    let agent_text = first_answer(&agent_url).await.expect("agent answers");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = agent.0.id();
     let count = |t: &str| metric_value(t, "nunchi_agent_collection_duration_seconds_count");
-    let before = get(&client, &agent_url).await.unwrap_or_default();
+    let before = get(&agent_url).await.unwrap_or_default();
     let cpu0 = cpu_seconds(pid);
     tokio::time::sleep(CADENCE * cycles as u32).await;
     let cpu1 = cpu_seconds(pid);
-    let after = get(&client, &agent_url).await.unwrap_or_default();
+    let after = get(&agent_url).await.unwrap_or_default();
     let agent_cycles = (count(&after) - count(&before)).max(1.0);
     let agent_cpu = (cpu1 - cpu0) / agent_cycles;
     let pushed = metric_value(&after, "nunchi_agent_samples_collected_total");
@@ -240,10 +228,22 @@ async fn main() {
         ne_hwm / 1024.0,
         ne_hwm / agent_hwm.max(1.0)
     );
-    println!("| RSS at end | {:.1} MiB | {:.1} MiB | |", agent_rss / 1024.0, ne_rss / 1024.0);
+    println!(
+        "| RSS at end | {:.1} MiB | {:.1} MiB | |",
+        agent_rss / 1024.0,
+        ne_rss / 1024.0
+    );
     let per_series = |cpu: f64, text: &str| cpu * 1e6 / series_count(text, "node_").max(1) as f64;
-    let (a, n) = (per_series(agent_cpu, &agent_text), per_series(ne_cpu, &ne_text));
-    println!("| CPU per exported node_* series | {a:.1} µs | {n:.1} µs | 1/{:.1} |", n / a.max(1e-9));
+    let (a, n) = (
+        per_series(agent_cpu, &agent_text),
+        per_series(ne_cpu, &ne_text),
+    );
+    println!(
+        "| CPU per exported node_* series | {a:.1} µs | {n:.1} µs | 1/{:.1} |",
+        n / a.max(1e-9)
+    );
     let floor = proc_floor(cycles) * 1e6;
-    println!("| /proc reads alone, same files (floor for both) | {floor:.0} µs | {floor:.0} µs | |");
+    println!(
+        "| /proc reads alone, same files (floor for both) | {floor:.0} µs | {floor:.0} µs | |"
+    );
 }

@@ -7,21 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Agent, free_port, http_get, wait_for};
+use common::{Agent, free_port, http_get, node_exporter_args, require, wait_for};
 use nunchi_codec::exposition::{self, FamilyType};
 
 fn agent_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nunchi-agent"))
-}
-
-/// Fails with an install hint when a Debian tool the test needs is missing.
-fn require(tool: &str, package: &str) -> String {
-    let path = format!("/usr/bin/{tool}");
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: install it with `apt-get install {package}` (scripts/test does this)"
-    );
-    path
 }
 
 #[test]
@@ -169,17 +159,7 @@ async fn families_match_node_exporter_on_this_host() {
     let ne = require("prometheus-node-exporter", "prometheus-node-exporter");
     let port = free_port();
     let mut child = Command::new(ne)
-        .args([
-            format!("--web.listen-address=127.0.0.1:{port}").as_str(),
-            "--collector.disable-defaults",
-            "--collector.cpu",
-            "--collector.loadavg",
-            "--collector.meminfo",
-            "--collector.filesystem",
-            "--collector.diskstats",
-            "--collector.netdev",
-            "--collector.stat",
-        ])
+        .args(node_exporter_args(port))
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start node_exporter");

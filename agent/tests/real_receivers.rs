@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Agent, free_port, http_get, wait_for};
+use common::{Agent, free_port, http_get, require, wait_for};
 
 struct Server(Child);
 
@@ -17,27 +17,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn require(tool: &str, package: &str) -> String {
-    let path = format!("/usr/bin/{tool}");
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is missing: install it with `apt-get install {package}` (scripts/test does this)"
-    );
-    path
-}
-
-/// Polls `query` on a Prometheus-compatible API until it returns a series; returns the
-/// first series' labels as JSON.
-async fn query_until_found(base: &str, query: &str) -> Option<serde_json::Value> {
-    let url = format!("{base}/api/v1/query?query={}", urlencode(query));
-    wait_for(Duration::from_secs(60), || async {
-        let v: serde_json::Value = http_get(&url).await.ok()?.json().await.ok()?;
-        let first = v["data"]["result"].as_array()?.first()?.clone();
-        Some(first["metric"].clone())
-    })
-    .await
 }
 
 fn urlencode(s: &str) -> String {
@@ -49,6 +28,66 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Starts `receiver` (already listening on `port` once `ready_path` answers 2xx), points an
+/// agent at its `/api/v1/write`, and returns the labels of the first series its query API
+/// returns for this host's idle CPU.
+async fn push_and_query(
+    dir: &Path,
+    receiver: Command,
+    port: u16,
+    ready_path: &str,
+    host: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut receiver = receiver;
+    let _server = Server(
+        receiver
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start receiver"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), || async {
+        http_get(format!("{base}{ready_path}"))
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await
+    .expect("receiver ready");
+    let push = format!("{base}/api/v1/write");
+    let buffer = dir.join("buf");
+    let mut args = vec![
+        "--interval",
+        "500ms",
+        "--push-url",
+        &push,
+        "--hostname",
+        host,
+    ];
+    args.extend(["--buffer-dir", buffer.to_str().expect("utf8")]);
+    args.extend(extra);
+    let agent = Agent::start(dir, &args);
+    let query = format!("node_cpu_seconds_total{{host=\"{host}\",mode=\"idle\"}}");
+    let url = format!("{base}/api/v1/query?query={}", urlencode(&query));
+    let metric = wait_for(Duration::from_secs(60), || async {
+        let v: serde_json::Value = http_get(&url).await.ok()?.json().await.ok()?;
+        Some(v["data"]["result"].as_array()?.first()?["metric"].clone())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no node_cpu_seconds_total for {host}; agent log:\n{}",
+            agent.log_text()
+        )
+    });
+    agent.terminate();
+    metric
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_prometheus_receives_the_push() {
     let prometheus = require("prometheus", "prometheus");
@@ -56,61 +95,26 @@ async fn a_stock_prometheus_receives_the_push() {
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n").expect("write config");
     let port = free_port();
-    let _server = Server(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(30), || async {
-        http_get(format!("{base}/-/ready"))
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .expect("prometheus ready");
-    let push = format!("{base}/api/v1/write");
-    let agent = Agent::start(
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver");
+    // A stock Prometheus rejects out-of-order samples: the agent replays in order.
+    let metric = push_and_query(
         dir.path(),
-        &[
-            "--interval",
-            "500ms",
-            "--push-url",
-            &push,
-            "--hostname",
-            "prom-check",
-            "--replay",
-            "in-order",
-            "--buffer-dir",
-            dir.path().join("buf").to_str().expect("utf8"),
-        ],
-    );
-    let metric = query_until_found(
-        &base,
-        "node_cpu_seconds_total{host=\"prom-check\",mode=\"idle\"}",
+        cmd,
+        port,
+        "/-/ready",
+        "prom-check",
+        &["--replay", "in-order"],
     )
-    .await
-    .unwrap_or_else(|| {
-        panic!(
-            "Prometheus has no node_cpu_seconds_total; agent log:\n{}",
-            agent.log_text()
-        )
-    });
+    .await;
     assert_eq!(metric["host"], "prom-check");
     assert_eq!(metric["cpu"], "0");
-    agent.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,55 +122,14 @@ async fn victoria_metrics_receives_the_push() {
     let vm = require("victoria-metrics", "victoria-metrics");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _server = Server(
-        Command::new(vm)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("vm").display()
-            ))
-            .arg("-search.latencyOffset=1s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start victoria-metrics"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(30), || async {
-        http_get(format!("{base}/health"))
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .expect("victoria-metrics ready");
-    let push = format!("{base}/api/v1/write");
-    let agent = Agent::start(
-        dir.path(),
-        &[
-            "--interval",
-            "500ms",
-            "--push-url",
-            &push,
-            "--hostname",
-            "vm-check",
-            "--buffer-dir",
-            dir.path().join("buf").to_str().expect("utf8"),
-        ],
-    );
-    let metric = query_until_found(
-        &base,
-        "node_cpu_seconds_total{host=\"vm-check\",mode=\"idle\"}",
-    )
-    .await
-    .unwrap_or_else(|| {
-        panic!(
-            "VictoriaMetrics has no node_cpu_seconds_total; agent log:\n{}",
-            agent.log_text()
-        )
-    });
+    let mut cmd = Command::new(vm);
+    cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.path().join("vm").display()
+        ))
+        .arg("-search.latencyOffset=1s");
+    let metric = push_and_query(dir.path(), cmd, port, "/health", "vm-check", &[]).await;
     assert_eq!(metric["host"], "vm-check");
-    agent.terminate();
+    assert_eq!(metric["cpu"], "0");
 }

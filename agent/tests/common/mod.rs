@@ -23,6 +23,36 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The path of a Debian tool a test needs; fails with an install hint when it is missing.
+pub fn require(tool: &str, package: &str) -> String {
+    let path = format!("/usr/bin/{tool}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: install it with `apt-get install {package}` (scripts/test does this)"
+    );
+    path
+}
+
+/// node_exporter's flags to run only the collectors behind the agent's families.
+pub fn node_exporter_args(port: u16) -> Vec<String> {
+    let mut args = vec![
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--collector.disable-defaults".to_owned(),
+    ];
+    for c in [
+        "cpu",
+        "loadavg",
+        "meminfo",
+        "filesystem",
+        "diskstats",
+        "netdev",
+        "stat",
+    ] {
+        args.push(format!("--collector.{c}"));
+    }
+    args
+}
+
 /// GET with a shared client (installing the rustls provider this workspace uses).
 pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
