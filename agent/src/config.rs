@@ -73,6 +73,9 @@ pub struct AgentConfig {
     /// File holding the bearer token (trailing whitespace trimmed); re-read at start.
     /// Default: none.
     pub token_file: Option<PathBuf>,
+    /// PEM file of extra CA certificates trusted for `https` push and scrape URLs, in
+    /// addition to the system's (for a private CA or a self-signed receiver). Default: none.
+    pub ca_file: Option<PathBuf>,
     /// Local Prometheus endpoints to scrape every interval. Default: none.
     pub scrape: Vec<ScrapeTarget>,
     /// How long a scrape may take before it counts as failed (`up` = 0). Default `10s`,
@@ -111,6 +114,7 @@ impl Default for AgentConfig {
             push_url: Vec::new(),
             token: None,
             token_file: None,
+            ca_file: None,
             scrape: Vec::new(),
             scrape_timeout: Duration::from_secs(10),
             hostname: None,
@@ -300,6 +304,9 @@ pub struct Cli {
     /// File containing the bearer token [key: token_file].
     #[arg(long, env = "NUNCHI_AGENT_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// Extra trusted CA certificates (PEM) for https URLs [key: ca_file].
+    #[arg(long, env = "NUNCHI_AGENT_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// Local /metrics endpoint to scrape, as [JOB=]URL; repeatable [key: scrape, tables with url and job] [default job: scrape].
     #[arg(
         long,
@@ -372,6 +379,9 @@ impl Cli {
         }
         if self.hostname.is_some() {
             c.hostname = self.hostname.clone();
+        }
+        if self.ca_file.is_some() {
+            c.ca_file = self.ca_file.clone();
         }
         if !self.push_url.is_empty() {
             c.push_url = self.push_url.clone();

@@ -41,6 +41,14 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The CA file could not be read or holds no usable certificate.
+    #[error("cannot use ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A buffer directory could not be opened.
     #[error(transparent)]
     Buffer(#[from] nunchi_buffer::BufferError),
@@ -63,6 +71,22 @@ pub enum AgentError {
 
 /// How often the agent's `process_*` metrics are pushed.
 const PROCESS_METRICS_EVERY: Duration = Duration::from_secs(10);
+
+/// An error and its causes, outermost first, joined by ": " (HTTP client errors keep the
+/// useful part, such as "invalid peer certificate: UnknownIssuer", in their sources).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -95,7 +119,22 @@ fn http_client(config: &AgentConfig) -> Result<reqwest::ClientBuilder, AgentErro
         .chain(config.scrape.iter().map(|t| &t.url))
         .any(|u| u.scheme() == "https");
     if https {
-        return Ok(builder);
+        let Some(path) = &config.ca_file else {
+            return Ok(builder);
+        };
+        let ca_error = |reason: String| AgentError::CaFile {
+            path: path.clone(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_error("no PEM certificate in the file".to_owned()));
+        }
+        return Ok(certs
+            .into_iter()
+            .fold(builder, reqwest::ClientBuilder::add_root_certificate));
     }
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())

@@ -46,7 +46,7 @@ pub struct Batch {
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     /// Connecting, sending or reading failed, or the time limit passed.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", crate::error_chain(.0))]
     Http(#[from] reqwest::Error),
     /// The receiver answered with an error status.
     #[error("receiver answered HTTP {status}: {body}")]

@@ -21,7 +21,7 @@ const MAX_BODY: usize = 32 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
     /// Connecting, sending or reading failed, or the time limit passed.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", crate::error_chain(.0))]
     Http(#[from] reqwest::Error),
     /// The target answered with a non-2xx status.
     #[error("target answered HTTP {0}")]

@@ -413,3 +413,72 @@ async fn a_rejecting_receiver_is_counted_not_retried_forever() {
     );
     agent.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_over_https_to_a_receiver_signed_by_the_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identity = common::TlsIdentity::self_signed();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &identity.cert_pem).expect("write ca");
+    let rx = Receiver::start_tls(identity).await;
+    assert!(rx.url().starts_with("https://"));
+
+    // Without the CA the certificate is not trusted: nothing arrives, batches are buffered.
+    let untrusting = Agent::start(
+        dir.path(),
+        &[
+            "--interval",
+            "200ms",
+            "--push-url",
+            &rx.url(),
+            "--hostname",
+            "tls",
+            "--buffer-dir",
+            dir.path().join("buf-a").to_str().expect("utf8"),
+        ],
+    );
+    wait_for(Duration::from_secs(20), || async {
+        (untrusting
+            .metric_sum("nunchi_agent_push_failures_total", None)
+            .await
+            > 0.0)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "an untrusted certificate must fail the push; log:\n{}",
+            untrusting.log_text()
+        )
+    });
+    assert!(rx.requests().is_empty());
+    let log = untrusting.log_text();
+    assert!(
+        log.to_lowercase().contains("certificate"),
+        "the failure names the certificate:\n{log}"
+    );
+    untrusting.terminate();
+
+    let agent = Agent::start(
+        dir.path(),
+        &[
+            "--interval",
+            "200ms",
+            "--push-url",
+            &rx.url(),
+            "--hostname",
+            "tls",
+            "--ca-file",
+            ca.to_str().expect("utf8"),
+            "--buffer-dir",
+            dir.path().join("buf-b").to_str().expect("utf8"),
+        ],
+    );
+    wait_for(Duration::from_secs(20), || async {
+        (!rx.samples_where(is_boot_time("tls")).is_empty()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("nothing arrived over https; log:\n{}", agent.log_text()));
+    assert!(rx.header_errors().is_empty(), "{:?}", rx.header_errors());
+    agent.terminate();
+}

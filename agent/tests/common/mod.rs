@@ -86,12 +86,31 @@ struct Shared {
 }
 
 /// A remote_write receiver that can be stopped (connections refused) and started again
-/// on the same port.
+/// on the same port; plain HTTP, or HTTPS with a certificate of its own.
 pub struct Receiver {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    tls: Option<TlsIdentity>,
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, and its key, in PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TlsIdentity {
+    pub fn self_signed() -> TlsIdentity {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let c = rcgen::generate_simple_self_signed(names).expect("generate certificate");
+        TlsIdentity {
+            cert_pem: c.cert.pem(),
+            key_pem: c.signing_key.serialize_pem(),
+        }
+    }
 }
 
 async fn write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -141,19 +160,32 @@ async fn write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Self::start_with(None).await
+    }
+
+    /// An HTTPS receiver presenting `identity`'s certificate.
+    pub async fn start_tls(identity: TlsIdentity) -> Receiver {
+        Self::start_with(Some(identity)).await
+    }
+
+    async fn start_with(tls: Option<TlsIdentity>) -> Receiver {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut r = Receiver {
             addr,
             shared: Arc::default(),
             stop: None,
             task: None,
+            tls,
         };
         r.resume().await;
         r
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/api/v1/write", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}/api/v1/write", self.addr.port()),
+            None => format!("http://{}/api/v1/write", self.addr),
+        }
     }
 
     pub fn expect_token(&self, token: &str) {
@@ -176,17 +208,40 @@ impl Receiver {
     }
 
     pub async fn resume(&mut self) {
+        let app = axum::Router::new()
+            .route("/api/v1/write", post(write))
+            .with_state(self.shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        if let Some(id) = &self.tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+                id.cert_pem.clone().into_bytes(),
+                id.key_pem.clone().into_bytes(),
+            )
+            .await
+            .expect("TLS config");
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                let _ = rx.await;
+                h.shutdown();
+            });
+            let addr = self.addr;
+            self.task = Some(tokio::spawn(async move {
+                let _ = axum_server::bind_rustls(addr, config)
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await;
+            }));
+            return;
+        }
         let listener = loop {
             match tokio::net::TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        let app = axum::Router::new()
-            .route("/api/v1/write", post(write))
-            .with_state(self.shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        self.stop = Some(tx);
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
