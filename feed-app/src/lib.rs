@@ -19,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod fanout;
 pub mod feed;
+pub mod loadgen;
 pub mod metrics;
 
 use std::sync::Arc;

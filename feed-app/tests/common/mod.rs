@@ -10,8 +10,16 @@ use nunchi_feed_app::{AppState, FeedConfig, app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
-pub const REDIS: &str = "redis://127.0.0.1:6379";
+/// The PostgreSQL server (without a database name); `FEED_TEST_POSTGRES` overrides it.
+pub fn postgres() -> String {
+    std::env::var("FEED_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The Redis server; `FEED_TEST_REDIS` overrides it.
+pub fn redis() -> String {
+    std::env::var("FEED_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Store {
@@ -45,7 +53,7 @@ fn unique(tag: &str) -> String {
 async fn admin_exec(sql: &str) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
-    let mut c = sqlx::AnyConnection::connect(&format!("{POSTGRES}/test"))
+    let mut c = sqlx::AnyConnection::connect(&format!("{}/test", postgres()))
         .await
         .expect("connect to PostgreSQL database test");
     sqlx::query(sql).execute(&mut c).await.expect(sql);
@@ -66,12 +74,12 @@ impl Service {
                 let name = unique("feed_test");
                 admin_exec(&format!("CREATE DATABASE {name}")).await;
                 pg_database = Some(name.clone());
-                format!("{POSTGRES}/{name}")
+                format!("{}/{name}", postgres())
             }
         };
         let mut config = FeedConfig::with_database(url);
         if let CacheKind::Redis = cache {
-            config.redis_url = Some(REDIS.to_owned());
+            config.redis_url = Some(redis());
             config.redis_prefix = format!("{}:", unique("feedtest"));
         }
         tweak(&mut config);
