@@ -2,6 +2,7 @@
 //! of reads, pool gauges under real concurrent use, DAU/MAU equal to the users who acted,
 //! request counts by route, and no instrumentation at all with `--metrics false`.
 
+#[macro_use]
 mod common;
 
 use common::{CacheKind, Service, Store};
@@ -91,21 +92,9 @@ async fn dau_and_mau_count_distinct_users_who_acted(store: Store, cache: CacheKi
     s.stop().await;
 }
 
-macro_rules! on_every_backend {
-    ($($name:ident),*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for (store, cache) in [(Store::Sqlite, CacheKind::Memory), (Store::Postgres, CacheKind::Redis)] {
-                eprintln!("{} on {store:?} + {cache:?}", stringify!($name));
-                super::$name(store, cache).await;
-            }
-        }
-    )*};
-}
-
 mod on_all_backends {
     use super::*;
-    on_every_backend!(
+    on_every_backend!([(Store::Sqlite, CacheKind::Memory), (Store::Postgres, CacheKind::Redis)];
         cache_hits_and_misses_follow_a_known_sequence,
         pool_gauges_reflect_connections_in_use,
         dau_and_mau_count_distinct_users_who_acted

@@ -1,6 +1,7 @@
 //! The feed service over real HTTP, against SQLite with the in-process cache and against
 //! the PostgreSQL and Redis servers on this machine. Each scenario runs on every backend.
 
+#[macro_use]
 mod common;
 
 use common::{CacheKind, Service, Store};
@@ -320,21 +321,9 @@ async fn the_follow_limit_is_enforced(store: Store, cache: CacheKind) {
     s.stop().await;
 }
 
-macro_rules! on_every_backend {
-    ($($name:ident),*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for (store, cache) in BACKENDS {
-                eprintln!("{} on {store:?} + {cache:?}", stringify!($name));
-                super::$name(store, cache).await;
-            }
-        }
-    )*};
-}
-
 mod on_all_backends {
     use super::*;
-    on_every_backend!(
+    on_every_backend!(BACKENDS;
         feed_order_and_pagination,
         fan_out_reaches_cached_feeds,
         celebrities_are_merged_at_read_time,

@@ -33,6 +33,21 @@ pub enum CacheKind {
     Redis,
 }
 
+/// Defines one `#[tokio::test]` per scenario `async fn(Store, CacheKind)` in the parent
+/// module, running it on each of `$backends` in turn.
+#[allow(unused_macros)] // not every test file runs scenarios on several backends
+macro_rules! on_every_backend {
+    ($backends:expr; $($name:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for (store, cache) in $backends {
+                eprintln!("{} on {store:?} + {cache:?}", stringify!($name));
+                super::$name(store, cache).await;
+            }
+        }
+    )*};
+}
+
 pub struct Service {
     pub base: String,
     pub state: AppState,
