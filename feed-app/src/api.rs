@@ -72,6 +72,9 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         m.http_requests
             .with_label_values(&[&route, &method, &status])
             .inc();
+        if resp.extensions().get::<crate::error::DbFailure>().is_some() {
+            m.db_errors.inc();
+        }
         m.http_duration
             .with_label_values(&[&route, &method])
             .observe(start.elapsed().as_secs_f64());

@@ -35,6 +35,11 @@ pub enum AppError {
     Cache(#[from] CacheError),
 }
 
+/// Marks a response caused by a database failure, so the metrics middleware counts it in
+/// `feed_db_errors_total`.
+#[derive(Debug, Clone, Copy)]
+pub struct DbFailure;
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
@@ -58,6 +63,10 @@ impl IntoResponse for AppError {
                 )
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if matches!(self, AppError::Db(_)) {
+            resp.extensions_mut().insert(DbFailure);
+        }
+        resp
     }
 }

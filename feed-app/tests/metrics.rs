@@ -110,3 +110,26 @@ async fn metrics_can_be_switched_off() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_failures_are_503_json_and_counted() {
+    let s = Service::start(Store::Sqlite, CacheKind::Memory, |_| {}).await;
+    let u = s.user("victim").await;
+    s.feed(u, "").await;
+    assert_eq!(s.metric("feed_db_errors_total").await, 0.0);
+    s.state.db.pool().close().await;
+    let (status, v) = s
+        .call(
+            "POST",
+            "/api/posts",
+            Some(u),
+            Some(serde_json::json!({ "text": "lost?" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(
+        v["error"], "database unavailable",
+        "internals are not leaked"
+    );
+    assert!(s.metric("feed_db_errors_total").await >= 1.0);
+}
