@@ -1,8 +1,11 @@
 //! Turns `prometheus` crate metric families (the agent's registry: host metrics and
 //! self-metrics) into series for remote_write, the way the text exposition would name
 //! them: histograms as `_bucket{le}` (with the `+Inf` bucket), `_sum` and `_count`;
-//! summaries as `{quantile}`, `_sum` and `_count`.
+//! summaries as `{quantile}`, `_sum` and `_count`. Also their HELP and TYPE as remote_write
+//! metadata.
 
+use nunchi_codec::exposition::{Family, FamilyType};
+use nunchi_codec::remote_write::{MetricMetadata, MetricType as RwType};
 use nunchi_model::{Labels, METRIC_NAME, Series};
 use prometheus::proto::{MetricFamily, MetricType};
 
@@ -70,6 +73,43 @@ pub fn to_series(
             }
         }
     }
+}
+
+/// Remote-write metadata (HELP, TYPE) for metric families.
+pub fn metadata(families: &[MetricFamily]) -> Vec<MetricMetadata> {
+    families
+        .iter()
+        .map(|mf| MetricMetadata {
+            r#type: match mf.get_field_type() {
+                MetricType::COUNTER => RwType::Counter,
+                MetricType::GAUGE => RwType::Gauge,
+                MetricType::HISTOGRAM => RwType::Histogram,
+                MetricType::SUMMARY => RwType::Summary,
+                MetricType::UNTYPED => RwType::Unknown,
+            } as i32,
+            metric_family_name: mf.name().to_owned(),
+            help: mf.help().to_owned(),
+            unit: String::new(),
+        })
+        .collect()
+}
+
+/// Remote-write metadata for families parsed from a scraped page.
+pub fn scraped_metadata<'a>(families: impl Iterator<Item = &'a Family>) -> Vec<MetricMetadata> {
+    families
+        .map(|f| MetricMetadata {
+            r#type: match f.kind {
+                FamilyType::Counter => RwType::Counter,
+                FamilyType::Gauge => RwType::Gauge,
+                FamilyType::Histogram => RwType::Histogram,
+                FamilyType::Summary => RwType::Summary,
+                FamilyType::Untyped => RwType::Unknown,
+            } as i32,
+            metric_family_name: f.name.clone(),
+            help: f.help.clone(),
+            unit: String::new(),
+        })
+        .collect()
 }
 
 /// Formats a bucket bound or quantile as Prometheus clients do (`+Inf`, `0.5`, `1`).

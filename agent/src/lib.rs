@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nunchi_codec::remote_write::{self, SeriesGroup};
 use nunchi_model::{Labels, sample_count};
+use prometheus::core::Collector;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
@@ -68,6 +69,9 @@ pub enum AgentError {
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
+
+/// How often metric metadata (HELP and TYPE of every family) is pushed, as Prometheus does.
+const METADATA_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the agent's `process_*` metrics are pushed.
 const PROCESS_METRICS_EVERY: Duration = Duration::from_secs(10);
@@ -239,6 +243,8 @@ pub async fn run(
     let mut own_staleness = StalenessTracker::default();
     let process_every =
         (PROCESS_METRICS_EVERY.as_millis() / config.interval.as_millis().max(1)).max(1) as u64;
+    let metadata_every =
+        (METADATA_EVERY.as_millis() / config.interval.as_millis().max(1)).max(1) as u64;
     let mut cycle: u64 = 0;
     let mut process = Vec::new();
     let mut ticker = tokio::time::interval(config.interval);
@@ -308,6 +314,23 @@ pub async fn run(
             }
         }
         drop(host_series);
+        if !handles.is_empty() && (cycle - 1) % metadata_every == 0 {
+            let mut metadata = families::metadata(&host.collect());
+            metadata.extend(families::metadata(&registry.gather()));
+            metadata.extend(families::metadata(&process_registry.gather()));
+            metadata.extend(families::scraped_metadata(scraper.families()));
+            let req = remote_write::WriteRequest {
+                timeseries: Vec::new(),
+                metadata,
+            };
+            let body = bytes::Bytes::from(remote_write::encode(&req));
+            for h in &handles {
+                h.submit(Batch {
+                    body: body.clone(),
+                    samples: 0,
+                });
+            }
+        }
         metrics
             .collection_duration
             .observe(started.elapsed().as_secs_f64());

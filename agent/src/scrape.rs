@@ -38,6 +38,8 @@ struct TargetState {
     target: ScrapeTarget,
     instance: String,
     staleness: StalenessTracker,
+    /// HELP and TYPE of the families the target served last.
+    families: Vec<exposition::Family>,
 }
 
 /// Scrapes a fixed set of targets each cycle.
@@ -56,6 +58,7 @@ impl Scraper {
                 instance: instance_of(&t.url),
                 target: t.clone(),
                 staleness: StalenessTracker::default(),
+                families: Vec::new(),
             })
             .collect();
         Scraper {
@@ -89,7 +92,10 @@ impl Scraper {
             target_labels.insert("job", state.target.job.clone());
             target_labels.insert("instance", state.instance.clone());
             let (up, series) = match result {
-                Ok(exp) => (1.0, relabel(exp.series, &target_labels)),
+                Ok(exp) => {
+                    state.families = exp.families;
+                    (1.0, relabel(exp.series, &target_labels))
+                }
                 Err(e) => {
                     tracing::warn!(target = %state.target.url, job = %state.target.job, error = %e, "scrape failed");
                     (0.0, Vec::new())
@@ -108,6 +114,13 @@ impl Scraper {
                 out.push(Series::single(l, timestamp_ms, value));
             }
         }
+    }
+}
+
+impl Scraper {
+    /// HELP and TYPE of every family the targets served at their last scrape.
+    pub fn families(&self) -> impl Iterator<Item = &exposition::Family> {
+        self.targets.iter().flat_map(|t| t.families.iter())
     }
 }
 

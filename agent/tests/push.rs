@@ -100,6 +100,27 @@ async fn pushes_host_and_scraped_metrics_with_labels_and_token() {
         .expect("up");
     assert_eq!(up.samples[0].value, 1.0);
 
+    // HELP and TYPE arrive as remote_write metadata, for host and scraped families alike.
+    let metadata: Vec<_> = rx.requests().into_iter().flat_map(|r| r.metadata).collect();
+    let find = |name: &str| {
+        metadata
+            .iter()
+            .find(|m| m.metric_family_name == name)
+            .cloned()
+    };
+    let cpu_meta = find("node_cpu_seconds_total").expect("node_cpu_seconds_total metadata");
+    assert_eq!(
+        cpu_meta.r#type,
+        nunchi_codec::remote_write::MetricType::Counter as i32
+    );
+    assert_eq!(cpu_meta.help, "Seconds the CPUs spent in each mode.");
+    let feed_meta = find("feed_requests_total").expect("scraped family metadata");
+    assert_eq!(
+        feed_meta.r#type,
+        nunchi_codec::remote_write::MetricType::Counter as i32
+    );
+    assert!(find("nunchi_agent_samples_collected_total").is_some());
+
     // Every series in a request is sorted by label name, as remote_write requires.
     for s in &got {
         let names: Vec<_> = s.labels.iter().map(|l| l.name.clone()).collect();

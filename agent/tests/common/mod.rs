@@ -74,6 +74,7 @@ pub fn free_port() -> u16 {
 pub struct Received {
     pub at_ms: i64,
     pub series: Vec<Series>,
+    pub metadata: Vec<remote_write::MetricMetadata>,
 }
 
 #[derive(Default)]
@@ -148,9 +149,11 @@ async fn write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
     }
     match remote_write::decode(&body, 64 << 20) {
         Ok(req) => {
+            let metadata = req.metadata.clone();
             s.requests.lock().expect("lock").push(Received {
                 at_ms: now_ms(),
                 series: req.into_series(),
+                metadata,
             });
             StatusCode::NO_CONTENT
         }
