@@ -155,8 +155,12 @@ async fn fetch(
 }
 
 /// Adds the target labels; a label the target already exposes moves to `exported_<name>`.
+/// A series the page lists twice is kept once (the first), as Prometheus does: a receiver
+/// would refuse the whole batch over the duplicate.
 fn relabel(series: Vec<Series>, target_labels: &Labels) -> Vec<Series> {
-    series
+    let mut seen = std::collections::HashSet::with_capacity(series.len());
+    let mut duplicates = 0usize;
+    let out: Vec<Series> = series
         .into_iter()
         .map(|mut s| {
             for l in target_labels {
@@ -167,7 +171,19 @@ fn relabel(series: Vec<Series>, target_labels: &Labels) -> Vec<Series> {
             }
             s
         })
-        .collect()
+        .filter(|s| {
+            let new = seen.insert(s.labels.clone());
+            duplicates += usize::from(!new);
+            new
+        })
+        .collect();
+    if duplicates > 0 {
+        tracing::warn!(
+            duplicates,
+            "scraped page lists some series more than once; kept the first of each"
+        );
+    }
+    out
 }
 
 /// `host:port` of a URL, with the scheme's default port filled in, as Prometheus' `instance`.
@@ -204,6 +220,15 @@ mod tests {
             ),
             (Some("feed"), Some("inner"), Some("h:1"), Some("1"))
         );
+    }
+
+    #[test]
+    fn duplicate_series_are_kept_once() {
+        let a = Series::single(Labels::from_pairs([("__name__", "x")]), 0, 1.0);
+        let b = Series::single(Labels::from_pairs([("__name__", "x")]), 0, 2.0);
+        let out = relabel(vec![a, b], &Labels::from_pairs([("job", "j")]));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].samples[0].value, 1.0);
     }
 
     #[test]
