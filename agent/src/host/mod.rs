@@ -1,18 +1,21 @@
 //! Host metrics under node_exporter's names, types, label sets and HELP texts, so
 //! community dashboards and alert rules work unchanged.
 //!
-//! Sources, chosen for cost: `sysinfo` for the load average and the host name (both a
-//! single small read); `/proc` through the `procfs` crate for CPU times, context switches,
-//! running processes and boot time (`/proc/stat`), memory (`/proc/meminfo`), disk I/O
-//! (`/proc/diskstats`), network devices (`/proc/net/dev`) and the mount table of PID 1
-//! (`/proc/1/mounts`, falling back to `/proc/self/mounts`, as node_exporter does); `statvfs(2)` for filesystem sizes. Nothing else is read: no process
-//! table scan, no per-process data. A source that fails is logged and skipped for that
-//! cycle; the others still report.
+//! Sources, chosen for cost. `/proc` files are kept open and re-read with one `pread` each,
+//! and parsed by the `procfs` crate: CPU times, context switches, running processes and
+//! boot time (`/proc/stat`), memory (`/proc/meminfo`), disk I/O (`/proc/diskstats`), network
+//! devices (`/proc/net/dev`) and the mount table of PID 1 (`/proc/1/mounts`, falling back to
+//! `/proc/self/mounts`, as node_exporter does). The load average is the first three numbers
+//! of `/proc/loadavg`, read the same way: `sysinfo` would open and read the file anew each
+//! time (five system calls), and `procfs` parses it as `f32` (0.52 would become 0.51999998).
+//! `statvfs(2)` gives filesystem sizes and `sysinfo` the host name. Nothing else is read:
+//! no process table scan, no per-process data. A source that fails is logged and skipped
+//! for that cycle; the others still report.
 //!
 //! [`HostCollector::refresh`] takes a snapshot as model series (labels sorted, without the
 //! agent's `host` label, which the encoder merges in); [`prometheus::core::Collector::collect`]
 //! renders the last snapshot as metric families, so serving `/metrics` never touches
-//! `/proc`. The mount table is parsed again only when its text changes.
+//! `/proc`. The mount table is parsed again only when `poll` reports a mount change.
 
 mod filter;
 mod procfile;
@@ -42,6 +45,7 @@ struct Files {
     meminfo: Option<ProcFile>,
     diskstats: Option<ProcFile>,
     netdev: Option<ProcFile>,
+    loadavg: Option<ProcFile>,
     mounts_file: Option<ProcFile>,
     mounts: Vec<procfs::MountEntry>,
 }
@@ -402,7 +406,7 @@ impl HostCollector {
             }
         };
         note("/proc/stat", self.read_stat(files, &mut b));
-        self.read_load(&mut b);
+        note("/proc/loadavg", read_load(files, &mut b));
         note("/proc/meminfo", read_meminfo(files, &mut b));
         note("/proc/1/mounts", read_filesystems(files, &mut b));
         note("/proc/diskstats", read_diskstats(files, &mut b));
@@ -452,18 +456,20 @@ impl HostCollector {
         Ok(())
     }
 
-    fn read_load(&self, b: &mut Builder) {
-        let Ok(load) = sysinfo::System::load_average() else {
-            tracing::warn!(
-                source = "/proc/loadavg",
-                "host metrics: source failed this cycle"
-            );
-            return;
-        };
-        b.push("node_load1", &[], load.one);
-        b.push("node_load5", &[], load.five);
-        b.push("node_load15", &[], load.fifteen);
+}
+
+/// `/proc/loadavg` from the kept-open file: its first three fields, parsed as `f64`.
+fn read_load(files: &mut Files, b: &mut Builder) -> Result<(), procfs::ProcError> {
+    let text = read_proc(&mut files.loadavg, "/proc/loadavg")?;
+    let text = std::str::from_utf8(text).map_err(|e| io_error("/proc/loadavg", std::io::Error::other(e)))?;
+    let mut fields = text.split_ascii_whitespace().map(str::parse::<f64>);
+    for name in ["node_load1", "node_load5", "node_load15"] {
+        match fields.next() {
+            Some(Ok(v)) => b.push(name, &[], v),
+            _ => return Err(procfs::ProcError::Other(format!("/proc/loadavg: unexpected content {text:?}"))),
+        }
     }
+    Ok(())
 }
 
 fn read_meminfo(files: &mut Files, b: &mut Builder) -> Result<(), procfs::ProcError> {
