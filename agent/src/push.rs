@@ -14,6 +14,10 @@
 //!   oldest first, between live batches.
 //! - `in-order`: while a backlog exists, live batches join its tail, so each series
 //!   arrives in time order.
+//! - The backlog drains in requests of up to 100 buffered batches merged together (their
+//!   protobuf bodies concatenated), so a long outage replays in few round trips. If the
+//!   receiver refuses a merged request with a 4xx, its batches are resent one by one, so
+//!   only the refused one is dropped.
 //! - On shutdown, batches not yet delivered go to the buffer (fsynced) before the task
 //!   ends. A batch whose request was under way is buffered too: if the receiver had in
 //!   fact stored it, it is sent again after restart (remote_write receivers ignore exact
@@ -32,6 +36,14 @@ use url::Url;
 
 use crate::config::ReplayOrder;
 use crate::self_metrics::SelfMetrics;
+
+/// Most buffered records merged into one backlog request.
+const BACKLOG_BATCH_RECORDS: usize = 100;
+/// Most compressed bytes of buffered records merged into one backlog request.
+const BACKLOG_BATCH_BYTES: usize = 1 << 20;
+/// Most decompressed bytes of one merged backlog request (receivers commonly cap bodies at
+/// 32 MiB).
+const BACKLOG_BATCH_RAW_BYTES: usize = 16 << 20;
 
 /// One cycle's samples, encoded once as a remote_write body and shared by all endpoints.
 #[derive(Debug, Clone)]
@@ -212,6 +224,8 @@ pub struct Endpoint {
     up: bool,
     /// Earliest time of the next backlog attempt while down.
     retry_at: Instant,
+    /// Backlog records still to send one at a time (after a merged batch was refused).
+    singles: usize,
 }
 
 impl Endpoint {
@@ -249,6 +263,7 @@ impl Endpoint {
             backoff,
             up: true,
             retry_at: Instant::now(),
+            singles: 0,
         };
         (ep, handle)
     }
@@ -293,7 +308,7 @@ impl Endpoint {
             store(&self.buffer, &batch, &self.label, &self.metrics);
             return;
         }
-        match self.send(batch.body.clone(), batch.samples).await {
+        match self.send(batch.body.clone(), batch.samples, true).await {
             Ok(()) => {}
             Err(e) if e.is_retryable() => store(&self.buffer, &batch, &self.label, &self.metrics),
             Err(_) => {}
@@ -301,27 +316,63 @@ impl Endpoint {
     }
 
     async fn send_backlog_head(&mut self) {
+        let limit = if self.singles > 0 {
+            1
+        } else {
+            BACKLOG_BATCH_RECORDS
+        };
         let head = match self.buffer.lock() {
-            Ok(mut b) => b.peek(),
+            Ok(mut b) => b.peek_batch(limit, BACKLOG_BATCH_BYTES),
             Err(_) => return,
         };
-        let record = match head {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
+        let records = match head {
+            Ok(r) if r.is_empty() => return,
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(url = %self.label, error = %e, "cannot read the disk buffer");
                 self.fail_later();
                 return;
             }
         };
-        let result = self.send(Bytes::from(record.payload), record.samples).await;
-        if !matches!(&result, Err(e) if e.is_retryable()) {
-            if let Ok(mut b) = self.buffer.lock() {
-                if let Err(e) = b.ack() {
-                    tracing::error!(url = %self.label, error = %e, "cannot advance the disk buffer");
+        let samples: u32 = records.iter().map(|r| r.samples).sum();
+        let merged = records.len() > 1;
+        let body = if records.len() == 1 {
+            records
+                .into_iter()
+                .next()
+                .map(|r| r.payload)
+                .unwrap_or_default()
+        } else {
+            let bodies: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+            match remote_write::concat_bodies(&bodies, BACKLOG_BATCH_RAW_BYTES) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Too large once decompressed, or unreadable: send them one by one.
+                    tracing::debug!(url = %self.label, error = %e, "backlog records not merged");
+                    self.singles = records.len();
+                    return;
                 }
-                update_gauges(&b, &self.label, &self.metrics);
             }
+        };
+        let result = self.send(Bytes::from(body), samples, !merged).await;
+        match &result {
+            Err(e) if e.is_retryable() => return,
+            Err(_) if merged => {
+                // One bad record must not take its neighbours with it: resend the batch's
+                // records one at a time, so only the refused one is dropped.
+                if let Ok(b) = self.buffer.lock() {
+                    self.singles = b.pending_records().min(BACKLOG_BATCH_RECORDS as u64) as usize;
+                }
+                return;
+            }
+            _ => {}
+        }
+        self.singles = self.singles.saturating_sub(1);
+        if let Ok(mut b) = self.buffer.lock() {
+            if let Err(e) = b.ack_batch() {
+                tracing::error!(url = %self.label, error = %e, "cannot advance the disk buffer");
+            }
+            update_gauges(&b, &self.label, &self.metrics);
         }
     }
 
@@ -332,7 +383,14 @@ impl Endpoint {
 
     /// One attempt; updates up/backoff state and counters. A shutdown signal abandons the
     /// request and reports it as a retryable failure so the caller buffers the batch.
-    async fn send(&mut self, body: Bytes, samples: u32) -> Result<(), PushError> {
+    /// With `count_rejection` false, a 4xx is left to the caller to account for (a merged
+    /// batch that will be resent record by record).
+    async fn send(
+        &mut self,
+        body: Bytes,
+        samples: u32,
+        count_rejection: bool,
+    ) -> Result<(), PushError> {
         let mut req = self
             .client
             .post(self.url.clone())
@@ -375,6 +433,13 @@ impl Endpoint {
                     tracing::warn!(url = %self.label, error = %e, "push failed; buffering on disk and retrying");
                 }
                 self.fail_later();
+            }
+            Err(e) if !count_rejection => {
+                self.metrics
+                    .push_failures
+                    .with_label_values(&[&self.label])
+                    .inc();
+                tracing::warn!(url = %self.label, error = %e, "receiver refused a merged backlog batch; resending its records one by one");
             }
             Err(e) => {
                 self.metrics

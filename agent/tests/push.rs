@@ -503,3 +503,72 @@ async fn pushes_over_https_to_a_receiver_signed_by_the_ca_file() {
     assert!(rx.header_errors().is_empty(), "{:?}", rx.header_errors());
     agent.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_merged_backlog_is_resent_record_by_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rx = Receiver::start().await;
+    let agent = Agent::start(
+        dir.path(),
+        &[
+            "--interval",
+            "200ms",
+            "--push-url",
+            &rx.url(),
+            "--hostname",
+            "merge",
+            "--buffer-dir",
+            dir.path().join("buf").to_str().expect("utf8"),
+        ],
+    );
+    wait_for(Duration::from_secs(20), || async {
+        (!rx.samples_where(is_boot_time("merge")).is_empty()).then_some(())
+    })
+    .await
+    .expect("first push");
+    let per_cycle = rx
+        .requests()
+        .iter()
+        .map(|r| r.series.len())
+        .max()
+        .unwrap_or(0);
+    rx.pause().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The receiver comes back accepting one cycle's worth of series per request, so the
+    // agent's merged backlog requests are refused and must be split.
+    rx.limit_series(per_cycle + per_cycle / 2);
+    rx.resume().await;
+    wait_for(Duration::from_secs(30), || async {
+        (agent.metric_sum("nunchi_agent_buffer_samples", None).await == 0.0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("backlog did not drain; log:\n{}", agent.log_text()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        agent
+            .metric_sum("nunchi_agent_samples_dropped_total", None)
+            .await,
+        0.0,
+        "nothing was dropped"
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("resending its records one by one")
+    );
+    let mut ts: Vec<i64> = rx
+        .samples_where(is_boot_time("merge"))
+        .iter()
+        .map(|s| s.1)
+        .collect();
+    ts.sort();
+    for w in ts.windows(2) {
+        assert!(
+            w[1] - w[0] <= INTERVAL_MS * 3 / 2,
+            "gap of {} ms: samples lost",
+            w[1] - w[0]
+        );
+        assert!(w[1] > w[0], "duplicate sample at {}", w[0]);
+    }
+    agent.terminate();
+}

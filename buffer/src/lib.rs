@@ -108,6 +108,9 @@ pub struct DiskBuffer {
     head: Option<(u64, File)>,
     /// The record at the cursor, once read, until acked.
     peeked: Option<(Record, u64)>,
+    /// The records last returned by [`DiskBuffer::peek_batch`], until acked: how many,
+    /// their samples, and the offset after the last one (all in the first segment).
+    peeked_batch: Option<(u64, u64, u64)>,
 }
 
 impl DiskBuffer {
@@ -144,6 +147,7 @@ impl DiskBuffer {
             tail: None,
             head: None,
             peeked: None,
+            peeked_batch: None,
         };
         let mut recovered = Recovered::default();
         for id in ids {
@@ -291,6 +295,7 @@ impl DiskBuffer {
         }
         self.head = None;
         self.peeked = None;
+        self.peeked_batch = None;
         self.read_offset = 0;
         fs::remove_file(&path).map_err(io_err(&path))?;
         if let Some(next) = self.segments.front() {
@@ -352,6 +357,82 @@ impl DiskBuffer {
                     self.read_offset = len;
                 }
             }
+        }
+    }
+
+    /// The oldest unread records, as many as fit in `max_records` and `max_bytes` of
+    /// payload (at least one, whatever its size) and lie in the same segment, without
+    /// consuming them. [`DiskBuffer::ack_batch`] consumes them all.
+    pub fn peek_batch(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, BufferError> {
+        self.peeked = None;
+        self.peeked_batch = None;
+        // Position on the first unread record (this skips exhausted segments).
+        if self.peek()?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.peeked = None;
+        let Some(seg) = self.segments.front() else {
+            return Ok(Vec::new());
+        };
+        let (id, len) = (seg.id, seg.len);
+        let path = self.segment_path(id);
+        let Some((_, file)) = self.head.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let window = (len - self.read_offset).min(max_bytes as u64 + HEADER_LEN);
+        file.seek(SeekFrom::Start(self.read_offset))
+            .map_err(io_err(&path))?;
+        let mut data = vec![0u8; window as usize];
+        file.read_exact(&mut data).map_err(io_err(&path))?;
+        let mut out = Vec::new();
+        let (mut off, mut bytes, mut samples) = (0u64, 0usize, 0u64);
+        while out.len() < max_records.max(1) {
+            let Some((record, next)) = parse_record(&data, off) else {
+                break;
+            };
+            if !out.is_empty() && bytes + record.payload.len() > max_bytes {
+                break;
+            }
+            bytes += record.payload.len();
+            samples += u64::from(record.samples);
+            out.push(record);
+            off = next;
+        }
+        if out.is_empty() {
+            // The first record is larger than the window: fall back to reading it alone.
+            if let Some(r) = self.peek()? {
+                self.peeked = None;
+                let next = self.read_offset + HEADER_LEN + r.payload.len() as u64;
+                self.peeked_batch = Some((1, u64::from(r.samples), next));
+                return Ok(vec![r]);
+            }
+            return Ok(Vec::new());
+        }
+        self.peeked_batch = Some((out.len() as u64, samples, self.read_offset + off));
+        Ok(out)
+    }
+
+    /// Consumes the records last returned by [`DiskBuffer::peek_batch`] and persists the
+    /// position.
+    pub fn ack_batch(&mut self) -> Result<(), BufferError> {
+        let Some((records, samples, next)) = self.peeked_batch.take() else {
+            return Ok(());
+        };
+        self.read_offset = next;
+        let Some(seg) = self.segments.front_mut() else {
+            return Ok(());
+        };
+        seg.records = seg.records.saturating_sub(records);
+        seg.samples = seg.samples.saturating_sub(samples);
+        let (id, len) = (seg.id, seg.len);
+        if next >= len && self.segments.len() > 1 {
+            self.advance_segment()
+        } else {
+            self.write_cursor(id, next)
         }
     }
 

@@ -116,3 +116,56 @@ fn torn_tail_is_truncated_on_open() {
     buf.append(2, &payload(5, 100)).expect("append");
     assert_eq!(drain(&mut buf), vec![0, 1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn batches_come_out_in_order_and_ack_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut buf, _) = DiskBuffer::open(dir.path(), 1 << 20).expect("open");
+    for i in 0..300 {
+        buf.append(2, &payload(i, 500)).expect("append");
+    }
+    let mut seen = Vec::new();
+    let mut unacked_once = false;
+    loop {
+        let batch = buf.peek_batch(40, 8 * 1024).expect("peek_batch");
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 40);
+        assert!(
+            batch.len() == 1 || batch.iter().map(|r| r.payload.len()).sum::<usize>() <= 8 * 1024
+        );
+        if !unacked_once {
+            // Not acknowledged: the same batch comes back.
+            unacked_once = true;
+            let again = buf.peek_batch(40, 8 * 1024).expect("peek again");
+            assert_eq!(again, batch);
+        }
+        seen.extend(
+            batch
+                .iter()
+                .map(|r| u32::from_le_bytes(r.payload[0..4].try_into().expect("4 bytes"))),
+        );
+        buf.ack_batch().expect("ack_batch");
+    }
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    assert!(buf.is_empty());
+    assert_eq!(buf.pending_samples(), 0);
+    drop(buf);
+    let (_, rec) = DiskBuffer::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(rec.records, 0, "the acked position was persisted");
+}
+
+#[test]
+fn a_record_larger_than_the_batch_window_comes_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut buf, _) = DiskBuffer::open(dir.path(), 1 << 20).expect("open");
+    buf.append(1, &payload(0, 20_000)).expect("append");
+    buf.append(1, &payload(1, 10)).expect("append");
+    let b = buf.peek_batch(10, 1000).expect("peek");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].payload.len(), 20_000);
+    buf.ack_batch().expect("ack");
+    let b = buf.peek_batch(10, 1000).expect("peek");
+    assert_eq!((b.len(), b[0].payload.len()), (1, 10));
+}

@@ -310,6 +310,32 @@ pub fn compress(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Merges several remote_write bodies into one without decoding them: a protobuf message
+/// followed by another of the same type parses as one message holding both's repeated
+/// fields, so the decompressed bytes are concatenated and compressed again. Fails like
+/// [`decode`] if a body is not snappy or the total would pass `max_decompressed`.
+pub fn concat_bodies<B: AsRef<[u8]>>(
+    bodies: &[B],
+    max_decompressed: usize,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut raw = Vec::new();
+    let mut decoder = snap::raw::Decoder::new();
+    for b in bodies {
+        let size = snap::raw::decompress_len(b.as_ref())?;
+        if raw.len() + size > max_decompressed {
+            return Err(DecodeError::TooLarge {
+                size: raw.len() + size,
+                limit: max_decompressed,
+            });
+        }
+        let start = raw.len();
+        raw.resize(start + size, 0);
+        let n = decoder.decompress(b.as_ref(), &mut raw[start..])?;
+        raw.truncate(start + n);
+    }
+    Ok(compress(&raw))
+}
+
 /// Decodes a remote_write body, refusing one that would decompress past
 /// `max_decompressed` bytes.
 pub fn decode(body: &[u8], max_decompressed: usize) -> Result<WriteRequest, DecodeError> {
@@ -379,6 +405,23 @@ mod tests {
         assert_eq!(got, expected);
         let back = decode(&got, 1 << 20).expect("decodes").into_series();
         assert_eq!(back[0].labels.get("job"), Some("node"));
+    }
+
+    #[test]
+    fn concatenated_bodies_decode_as_the_union() {
+        let a = encode(&WriteRequest::from_series(&series()));
+        let mut other = series();
+        other[0].labels.insert("job", "other");
+        let b = encode(&WriteRequest::from_series(&other));
+        let merged = concat_bodies(&[&a, &b], 1 << 20).expect("concat");
+        let back = decode(&merged, 1 << 20).expect("decodes").into_series();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].labels, series()[0].labels);
+        assert_eq!(back[1].labels, other[0].labels);
+        assert!(matches!(
+            concat_bodies(&[&a, &b], 10),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

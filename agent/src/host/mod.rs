@@ -455,18 +455,22 @@ impl HostCollector {
         b.push("node_context_switches_total", &[], stat.ctxt as f64);
         Ok(())
     }
-
 }
 
 /// `/proc/loadavg` from the kept-open file: its first three fields, parsed as `f64`.
 fn read_load(files: &mut Files, b: &mut Builder) -> Result<(), procfs::ProcError> {
     let text = read_proc(&mut files.loadavg, "/proc/loadavg")?;
-    let text = std::str::from_utf8(text).map_err(|e| io_error("/proc/loadavg", std::io::Error::other(e)))?;
+    let text = std::str::from_utf8(text)
+        .map_err(|e| io_error("/proc/loadavg", std::io::Error::other(e)))?;
     let mut fields = text.split_ascii_whitespace().map(str::parse::<f64>);
     for name in ["node_load1", "node_load5", "node_load15"] {
         match fields.next() {
             Some(Ok(v)) => b.push(name, &[], v),
-            _ => return Err(procfs::ProcError::Other(format!("/proc/loadavg: unexpected content {text:?}"))),
+            _ => {
+                return Err(procfs::ProcError::Other(format!(
+                    "/proc/loadavg: unexpected content {text:?}"
+                )));
+            }
         }
     }
     Ok(())

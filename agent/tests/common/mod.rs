@@ -83,6 +83,8 @@ struct Shared {
     /// 0: accept; otherwise answer with this status and record nothing.
     status: AtomicU16,
     expected_token: Mutex<Option<String>>,
+    /// 0: no limit; otherwise requests with more series are refused with 400.
+    max_series: std::sync::atomic::AtomicUsize,
     header_errors: Mutex<Vec<String>>,
 }
 
@@ -148,6 +150,12 @@ async fn write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
         s.header_errors.lock().expect("lock").extend(errs);
     }
     match remote_write::decode(&body, 64 << 20) {
+        Ok(req)
+            if s.max_series.load(Ordering::SeqCst) != 0
+                && req.timeseries.len() > s.max_series.load(Ordering::SeqCst) =>
+        {
+            StatusCode::BAD_REQUEST
+        }
         Ok(req) => {
             let metadata = req.metadata.clone();
             s.requests.lock().expect("lock").push(Received {
@@ -193,6 +201,11 @@ impl Receiver {
 
     pub fn expect_token(&self, token: &str) {
         *self.shared.expected_token.lock().expect("lock") = Some(token.to_owned());
+    }
+
+    /// Refuses (400) any request carrying more than `n` series (0: no limit).
+    pub fn limit_series(&self, n: usize) {
+        self.shared.max_series.store(n, Ordering::SeqCst);
     }
 
     /// Answers every request with `status` (0 to accept again).
