@@ -371,3 +371,37 @@ async fn the_5001st_follow_is_refused() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "the 5,001st: {v}");
     s.stop().await;
 }
+
+/// Paging past the newest 500 ids (what a cached feed holds) continues from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_beyond_the_cached_feed_come_from_the_database() {
+    let s = Service::start(Store::Sqlite, CacheKind::Memory, |_| {}).await;
+    let (author, reader) = (s.user("prolific").await, s.user("reader").await);
+    s.follow(reader, author).await;
+    let total = nunchi_feed_app::cache::FEED_LEN + 37;
+    use futures_util::StreamExt;
+    let mut posted: Vec<i64> = futures_util::stream::iter((0..total).map(|i| {
+        let s = &s;
+        async move { s.post(author, &format!("post {i}")).await }
+    }))
+    .buffer_unordered(8)
+    .collect()
+    .await;
+    posted.sort_unstable_by(|a, b| b.cmp(a));
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let q = cursor.map_or("limit=100".to_owned(), |c: i64| {
+            format!("limit=100&cursor={c}")
+        });
+        let (ids, next) = s.feed(reader, &q).await;
+        seen.extend(ids);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), total);
+    assert_eq!(seen, posted);
+    s.stop().await;
+}
