@@ -111,10 +111,10 @@ pub fn agent_labels(config: &AgentConfig) -> Labels {
     l
 }
 
-/// An HTTP client builder. When no configured URL uses `https`, TLS is set up with an
+/// The HTTP client for pushes and scrapes. When no configured URL uses `https`, TLS is set up with an
 /// empty trust store instead of loading the system's certificates: nothing would use them,
 /// and loading them costs start-up time and resident memory on every host.
-fn http_client(config: &AgentConfig) -> Result<reqwest::ClientBuilder, AgentError> {
+fn http_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
     let builder =
         reqwest::Client::builder().user_agent(concat!("nunchi-agent/", env!("CARGO_PKG_VERSION")));
     let https = config
@@ -124,7 +124,7 @@ fn http_client(config: &AgentConfig) -> Result<reqwest::ClientBuilder, AgentErro
         .any(|u| u.scheme() == "https");
     if https {
         let Some(path) = &config.ca_file else {
-            return Ok(builder);
+            return Ok(builder.build()?);
         };
         let ca_error = |reason: String| AgentError::CaFile {
             path: path.clone(),
@@ -138,12 +138,13 @@ fn http_client(config: &AgentConfig) -> Result<reqwest::ClientBuilder, AgentErro
         }
         return Ok(certs
             .into_iter()
-            .fold(builder, reqwest::ClientBuilder::add_root_certificate));
+            .fold(builder, reqwest::ClientBuilder::add_root_certificate)
+            .build()?);
     }
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    Ok(builder.tls_backend_preconfigured(tls))
+    Ok(builder.tls_backend_preconfigured(tls).build()?)
 }
 
 /// Runs the agent until `shutdown` turns true, then flushes undelivered batches to the
@@ -181,10 +182,12 @@ pub async fn run(
         ),
         (None, None) => None,
     };
-    let push_client = http_client(&config)?.timeout(config.push_timeout).build()?;
+    // One client for pushes and scrapes: TLS roots are loaded once.
+    let client = http_client(&config)?;
     let settings = PushSettings {
         replay: config.replay,
         token,
+        timeout: config.push_timeout,
         min_backoff: config.retry_min_backoff,
         max_backoff: config.retry_max_backoff,
     };
@@ -200,7 +203,7 @@ pub async fn run(
         }
         let (ep, handle) = Endpoint::new(
             url.clone(),
-            push_client.clone(),
+            client.clone(),
             settings.clone(),
             buffer,
             metrics.clone(),
@@ -232,12 +235,7 @@ pub async fn run(
         }
     });
 
-    let scrape_client = http_client(&config)?.build()?;
-    let mut scraper = Scraper::new(
-        scrape_client,
-        &config.scrape,
-        config.effective_scrape_timeout(),
-    );
+    let mut scraper = Scraper::new(client, &config.scrape, config.effective_scrape_timeout());
     let labels = agent_labels(&config);
     let mut host_staleness = StalenessTracker::default();
     let mut own_staleness = StalenessTracker::default();

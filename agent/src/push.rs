@@ -89,6 +89,8 @@ pub struct PushSettings {
     pub replay: ReplayOrder,
     /// Bearer token.
     pub token: Option<String>,
+    /// Time limit of one push request.
+    pub timeout: Duration,
     /// First retry delay.
     pub min_backoff: Duration,
     /// Longest retry delay.
@@ -394,6 +396,7 @@ impl Endpoint {
         let mut req = self
             .client
             .post(self.url.clone())
+            .timeout(self.settings.timeout)
             .header(reqwest::header::CONTENT_TYPE, remote_write::CONTENT_TYPE)
             .header(
                 reqwest::header::CONTENT_ENCODING,

@@ -158,6 +158,8 @@ async fn fetch(
 /// A series the page lists twice is kept once (the first), as Prometheus does: a receiver
 /// would refuse the whole batch over the duplicate.
 fn relabel(series: Vec<Series>, target_labels: &Labels) -> Vec<Series> {
+    use std::hash::BuildHasher;
+    let hasher = rustc_hash::FxBuildHasher;
     let mut seen = std::collections::HashSet::with_capacity(series.len());
     let mut duplicates = 0usize;
     let out: Vec<Series> = series
@@ -172,7 +174,7 @@ fn relabel(series: Vec<Series>, target_labels: &Labels) -> Vec<Series> {
             s
         })
         .filter(|s| {
-            let new = seen.insert(s.labels.clone());
+            let new = seen.insert(hasher.hash_one(&s.labels));
             duplicates += usize::from(!new);
             new
         })

@@ -445,19 +445,7 @@ async fn pushes_over_https_to_a_receiver_signed_by_the_ca_file() {
     assert!(rx.url().starts_with("https://"));
 
     // Without the CA the certificate is not trusted: nothing arrives, batches are buffered.
-    let untrusting = Agent::start(
-        dir.path(),
-        &[
-            "--interval",
-            "200ms",
-            "--push-url",
-            &rx.url(),
-            "--hostname",
-            "tls",
-            "--buffer-dir",
-            dir.path().join("buf-a").to_str().expect("utf8"),
-        ],
-    );
+    let untrusting = Agent::pushing(dir.path(), &rx.url(), "tls", "buf-a", &[]);
     wait_for(Duration::from_secs(20), || async {
         (untrusting
             .metric_sum("nunchi_agent_push_failures_total", None)
@@ -480,20 +468,13 @@ async fn pushes_over_https_to_a_receiver_signed_by_the_ca_file() {
     );
     untrusting.terminate();
 
-    let agent = Agent::start(
+    let ca_file = ca.to_str().expect("utf8");
+    let agent = Agent::pushing(
         dir.path(),
-        &[
-            "--interval",
-            "200ms",
-            "--push-url",
-            &rx.url(),
-            "--hostname",
-            "tls",
-            "--ca-file",
-            ca.to_str().expect("utf8"),
-            "--buffer-dir",
-            dir.path().join("buf-b").to_str().expect("utf8"),
-        ],
+        &rx.url(),
+        "tls",
+        "buf-b",
+        &["--ca-file", ca_file],
     );
     wait_for(Duration::from_secs(20), || async {
         (!rx.samples_where(is_boot_time("tls")).is_empty()).then_some(())
@@ -508,19 +489,7 @@ async fn pushes_over_https_to_a_receiver_signed_by_the_ca_file() {
 async fn a_refused_merged_backlog_is_resent_record_by_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rx = Receiver::start().await;
-    let agent = Agent::start(
-        dir.path(),
-        &[
-            "--interval",
-            "200ms",
-            "--push-url",
-            &rx.url(),
-            "--hostname",
-            "merge",
-            "--buffer-dir",
-            dir.path().join("buf").to_str().expect("utf8"),
-        ],
-    );
+    let agent = Agent::pushing(dir.path(), &rx.url(), "merge", "buf", &[]);
     wait_for(Duration::from_secs(20), || async {
         (!rx.samples_where(is_boot_time("merge")).is_empty()).then_some(())
     })

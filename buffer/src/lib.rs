@@ -316,22 +316,10 @@ impl DiskBuffer {
             return Ok(Some(r.clone()));
         }
         loop {
-            let Some(seg) = self.segments.front() else {
+            let Some((id, len)) = self.position()? else {
                 return Ok(None);
             };
-            let (id, len) = (seg.id, seg.len);
-            if self.read_offset >= len {
-                if self.segments.len() == 1 {
-                    return Ok(None);
-                }
-                self.advance_segment()?;
-                continue;
-            }
             let path = self.segment_path(id);
-            if self.head.as_ref().map(|(h, _)| *h) != Some(id) {
-                let f = File::open(&path).map_err(io_err(&path))?;
-                self.head = Some((id, f));
-            }
             let Some((_, file)) = self.head.as_mut() else {
                 return Ok(None);
             };
@@ -357,6 +345,30 @@ impl DiskBuffer {
                     self.read_offset = len;
                 }
             }
+        }
+    }
+
+    /// Moves past fully read segments and opens the first one with unread records,
+    /// returning its id and length; `None` when nothing is left to read.
+    fn position(&mut self) -> Result<Option<(u64, u64)>, BufferError> {
+        loop {
+            let Some(seg) = self.segments.front() else {
+                return Ok(None);
+            };
+            let (id, len) = (seg.id, seg.len);
+            if self.read_offset >= len {
+                if self.segments.len() == 1 {
+                    return Ok(None);
+                }
+                self.advance_segment()?;
+                continue;
+            }
+            if self.head.as_ref().map(|(h, _)| *h) != Some(id) {
+                let path = self.segment_path(id);
+                let f = File::open(&path).map_err(io_err(&path))?;
+                self.head = Some((id, f));
+            }
+            return Ok(Some((id, len)));
         }
     }
 
@@ -491,11 +503,6 @@ impl DiskBuffer {
     /// Bytes of segment files on disk (read records included until their segment goes).
     pub fn disk_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
-    }
-
-    /// The directory the buffer lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -160,11 +160,17 @@ async fn create_user(
     }
 }
 
-fn target(raw: &str) -> Result<i64, AppError> {
-    raw.parse::<i64>()
+/// The acting user and the user named in the path.
+async fn parties(state: &AppState, headers: &HeaderMap, raw: &str) -> Result<(i64, i64), AppError> {
+    let me = user(state, headers).await?;
+    let them = raw
+        .parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| AppError::BadRequest(format!("user id {raw:?} is not a positive integer")))
+        .ok_or_else(|| {
+            AppError::BadRequest(format!("user id {raw:?} is not a positive integer"))
+        })?;
+    Ok((me, them))
 }
 
 async fn follow(
@@ -172,8 +178,7 @@ async fn follow(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let me = user(&state, &headers).await?;
-    let them = target(&raw)?;
+    let (me, them) = parties(&state, &headers, &raw).await?;
     if me == them {
         return Err(AppError::BadRequest("you cannot follow yourself".into()));
     }
@@ -199,8 +204,7 @@ async fn unfollow(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let me = user(&state, &headers).await?;
-    let them = target(&raw)?;
+    let (me, them) = parties(&state, &headers, &raw).await?;
     state.db.unfollow(me, them).await?;
     state.cache.invalidate_user(me).await?;
     Ok(StatusCode::NO_CONTENT)

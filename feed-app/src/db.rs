@@ -62,7 +62,6 @@ pub struct Post {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    backend: Backend,
     max_connections: u32,
     on_acquire: Option<std::sync::Arc<dyn Fn(f64) + Send + Sync>>,
 }
@@ -121,7 +120,6 @@ impl Db {
         }
         Ok(Db {
             pool,
-            backend,
             max_connections: max_connections.max(1),
             on_acquire: None,
         })
@@ -145,11 +143,6 @@ impl Db {
     /// The pool (for tests and metrics).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     /// (in use, idle, max) connections.

@@ -75,11 +75,6 @@ impl FanoutQueue {
                 .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
         }
     }
-
-    /// Posts waiting.
-    pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
 }
 
 struct Worker {

@@ -313,6 +313,16 @@ impl Agent {
         Agent { child, listen, log }
     }
 
+    /// An agent collecting every 200 ms and pushing to `url` as `host`, buffering under
+    /// `dir/buffer`, with `extra` flags.
+    pub fn pushing(dir: &Path, url: &str, host: &str, buffer: &str, extra: &[&str]) -> Agent {
+        let buffer = dir.join(buffer);
+        let mut args = vec!["--interval", "200ms", "--push-url", url, "--hostname", host];
+        args.extend(["--buffer-dir", buffer.to_str().expect("utf8")]);
+        args.extend(extra);
+        Agent::start(dir, &args)
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
