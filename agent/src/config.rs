@@ -28,32 +28,7 @@ pub enum ReplayOrder {
 }
 
 /// A local Prometheus endpoint the agent scrapes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScrapeTarget {
-    /// The `job` label for this target's series.
-    #[serde(default = "default_job")]
-    pub job: String,
-    /// The URL of the target's metrics page, e.g. `http://127.0.0.1:8080/metrics`.
-    pub url: Url,
-}
-
-fn default_job() -> String {
-    "scrape".to_owned()
-}
-
-impl std::str::FromStr for ScrapeTarget {
-    type Err = String;
-    /// Parses `[JOB=]URL`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (job, url) = match s.split_once('=') {
-            Some((job, url)) if !job.contains(':') && !job.contains('/') => (job.to_owned(), url),
-            _ => (default_job(), s),
-        };
-        let url = Url::parse(url).map_err(|e| format!("invalid scrape URL {url:?}: {e}"))?;
-        Ok(ScrapeTarget { job, url })
-    }
-}
+pub use nunchi_scrape::ScrapeTarget;
 
 /// The agent's settings. Field docs are the reference documentation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

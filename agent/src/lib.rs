@@ -3,7 +3,7 @@
 //! Prometheus remote_write to each configured receiver, buffering on disk while a receiver
 //! is unreachable. It serves its own `/metrics` so a plain Prometheus can scrape it too.
 //!
-//! Data path: [`host`] and [`scrape`] produce series → [`families`] and the agent's labels
+//! Data path: [`host`] and `nunchi_scrape` produce series → [`families`] and the agent's labels
 //! → one encoded [`push::Batch`] per cycle → one [`push::Endpoint`] task per receiver,
 //! each with its own `nunchi_buffer::DiskBuffer`.
 
@@ -11,10 +11,8 @@ pub mod config;
 pub mod families;
 pub mod host;
 pub mod push;
-pub mod scrape;
 pub mod self_metrics;
 pub mod server;
-pub mod staleness;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,9 +24,9 @@ use tokio::sync::watch;
 use crate::config::AgentConfig;
 use crate::host::HostCollector;
 use crate::push::{Batch, Endpoint, EndpointHandle, PushSettings};
-use crate::scrape::Scraper;
 use crate::self_metrics::SelfMetrics;
-use crate::staleness::StalenessTracker;
+use nunchi_scrape::Scraper;
+use nunchi_scrape::StalenessTracker;
 
 /// Errors that stop the agent from starting.
 #[derive(Debug, thiserror::Error)]
@@ -78,19 +76,7 @@ const PROCESS_METRICS_EVERY: Duration = Duration::from_secs(10);
 
 /// An error and its causes, outermost first, joined by ": " (HTTP client errors keep the
 /// useful part, such as "invalid peer certificate: UnknownIssuer", in their sources).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
+pub(crate) use nunchi_scrape::error_chain;
 
 fn now_ms() -> i64 {
     SystemTime::now()

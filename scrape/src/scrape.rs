@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nunchi_codec::exposition;
 use nunchi_model::{Labels, METRIC_NAME, Series};
 
-use crate::config::ScrapeTarget;
+use crate::ScrapeTarget;
 use crate::staleness::StalenessTracker;
 
 const ACCEPT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
