@@ -1,0 +1,432 @@
+//! Collector configuration: a TOML file, `NUNCHI_COLLECTOR_*` environment variables and
+//! flags, flags winning over the environment and both over the file. Every field is
+//! documented where it is declared; that text is the reference.
+//!
+//! [`CollectorConfig::validate`] is pure (no I/O); errors name the key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::Parser;
+use nunchi_scrape::ScrapeTarget;
+use serde::{Deserialize, Serialize};
+
+/// A bearer token allowed to write, with its own new-series budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and metrics (the `token` label of the ingest counters).
+    pub name: String,
+    /// The secret, sent as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// New series this token may create per minute. Default: `limits.max_new_series_per_minute`.
+    #[serde(default)]
+    pub max_new_series_per_minute: Option<u64>,
+}
+
+/// Limits on what a write may carry. Over a limit, the whole request is refused with a
+/// 4xx that says which limit, and counted; nothing of it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestLimits {
+    /// Largest compressed request body. Default `16MiB`.
+    pub max_body_size: ByteSize,
+    /// Largest decompressed request (guards against snappy bombs). Default `64MiB`.
+    pub max_decompressed_size: ByteSize,
+    /// Most labels per series, `__name__` included. Default `40`.
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes. Default `256`.
+    pub max_label_name_length: usize,
+    /// Longest label value, in bytes. Default `2048`.
+    pub max_label_value_length: usize,
+    /// New series one writer (token, or everyone when no tokens are configured) may
+    /// create per minute. Default `200000`.
+    pub max_new_series_per_minute: u64,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_body_size: ByteSize::mib(16),
+            max_decompressed_size: ByteSize::mib(64),
+            max_labels_per_series: 40,
+            max_label_name_length: 256,
+            max_label_value_length: 2048,
+            max_new_series_per_minute: 200_000,
+        }
+    }
+}
+
+/// Limits on queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Most samples one query may load. Default `50000000`.
+    pub max_samples: usize,
+    /// Longest a query may run. Default `2m`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How far back an instant selector looks for a sample. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub lookback_delta: Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            lookback_delta: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The collector's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Address of the HTTP API (remote_write, queries, `/metrics`). Default `127.0.0.1:9300`.
+    pub listen: SocketAddr,
+    /// Directory for the write-ahead log and the default SQLite database. Default `data/collector`.
+    pub data_dir: PathBuf,
+    /// Database for persisted chunks: `sqlite://PATH` or `postgres://...`. Default: a SQLite
+    /// file `nunchi.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// How long samples are kept. Default `15d`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How far behind a series' newest sample a sample may arrive and still be stored
+    /// (several writers' requests interleave). Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub out_of_order_window: Duration,
+    /// How often in-memory samples are written to the database; the write-ahead log covers
+    /// them until then. Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Width of a compacted block per series. Default `6h`.
+    #[serde(with = "humantime_serde")]
+    pub block_span: Duration,
+    /// Bucket width of the rollups read by long-range queries. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub rollup_resolution: Duration,
+    /// `fdatasync` the write-ahead log before acknowledging a write (survives power loss,
+    /// not only a crash). Default `true`.
+    pub wal_sync: bool,
+    /// Bearer tokens allowed to write. Default: none (anyone may write).
+    pub tokens: Vec<TokenConfig>,
+    /// Ingest limits.
+    pub limits: IngestLimits,
+    /// Query limits.
+    pub query: QueryConfig,
+    /// Targets to scrape (for those that cannot push). Default: none.
+    pub scrape: Vec<ScrapeTarget>,
+    /// How often targets are scraped. Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub scrape_interval: Duration,
+    /// Scrape time limit, capped at the interval. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub scrape_timeout: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+            data_dir: PathBuf::from("data/collector"),
+            database_url: None,
+            retention: Duration::from_secs(15 * 86400),
+            out_of_order_window: Duration::from_secs(600),
+            flush_interval: Duration::from_secs(600),
+            block_span: Duration::from_secs(6 * 3600),
+            rollup_resolution: Duration::from_secs(300),
+            wal_sync: true,
+            tokens: Vec::new(),
+            limits: IngestLimits::default(),
+            query: QueryConfig::default(),
+            scrape: Vec::new(),
+            scrape_interval: Duration::from_secs(15),
+            scrape_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A configuration problem, naming the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these settings.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line, column and key).
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// The key, as in the config file.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl CollectorConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks every value; no I/O.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.retention < Duration::from_secs(1) {
+            return Err(invalid("retention", "must be at least 1s"));
+        }
+        if self.flush_interval < Duration::from_millis(100) {
+            return Err(invalid("flush_interval", "must be at least 100ms"));
+        }
+        if self.block_span < Duration::from_secs(60) {
+            return Err(invalid("block_span", "must be at least 1m"));
+        }
+        if self.rollup_resolution < Duration::from_secs(1)
+            || self.rollup_resolution > self.block_span
+        {
+            return Err(invalid(
+                "rollup_resolution",
+                "must be between 1s and block_span",
+            ));
+        }
+        if let Some(url) = &self.database_url
+            && !["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|p| url.starts_with(p))
+        {
+            return Err(invalid(
+                "database_url",
+                format!("{url:?}: use sqlite://PATH or postgres://..."),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tokens {
+            if t.token.len() < 8 {
+                return Err(invalid(
+                    "tokens",
+                    format!("token {:?} is shorter than 8 characters", t.name),
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    "tokens",
+                    format!("name {:?} is used twice", t.name),
+                ));
+            }
+        }
+        let l = &self.limits;
+        if l.max_body_size.as_u64() == 0 || l.max_decompressed_size < l.max_body_size {
+            return Err(invalid(
+                "limits.max_decompressed_size",
+                "must be at least limits.max_body_size (and that above 0)",
+            ));
+        }
+        if l.max_labels_per_series == 0
+            || l.max_label_name_length == 0
+            || l.max_label_value_length == 0
+        {
+            return Err(invalid("limits", "label limits must be above 0"));
+        }
+        if self.query.max_samples == 0
+            || self.query.timeout.is_zero()
+            || self.query.lookback_delta.is_zero()
+        {
+            return Err(invalid(
+                "query",
+                "max_samples, timeout and lookback_delta must be above 0",
+            ));
+        }
+        for t in &self.scrape {
+            if !matches!(t.url.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "scrape",
+                    format!("{}: scheme must be http or https", t.url),
+                ));
+            }
+        }
+        if self.scrape_interval < Duration::from_millis(100) || self.scrape_timeout.is_zero() {
+            return Err(invalid(
+                "scrape_interval",
+                "must be at least 100ms, with a scrape_timeout above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Command line of `nunchi-collector`. Each flag may also be set through the environment
+/// variable shown, and in the `--config` file under the key named in its help.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nunchi-collector",
+    version,
+    about = "Receives Prometheus remote_write (and scrapes targets that cannot push), stores \
+             the series in an embedded time-series store (write-ahead log, compressed chunks \
+             in SQLite or PostgreSQL) and answers PromQL on the Prometheus HTTP API.",
+    long_about = None,
+    after_help = "Endpoints: POST /api/v1/write (remote_write 1.0), GET|POST /api/v1/query, \
+                  /api/v1/query_range, /api/v1/labels, /api/v1/status/storage, \
+                  POST /api/v1/admin/compact, /metrics, /-/healthy, /-/ready.\n\
+                  Precedence: flags > NUNCHI_COLLECTOR_* environment > --config file > defaults.\n\
+                  Durations take units (250ms, 10s, 5m, 15d); sizes too (64KiB, 16MiB).\n\
+                  Logging: NUNCHI_LOG=info (default), or e.g. NUNCHI_LOG=debug,sqlx=warn.\n\
+                  Stops cleanly on SIGTERM or Ctrl-C, flushing memory to the database."
+)]
+pub struct Cli {
+    /// TOML config file; keys as named in each option's help (see collector.example.toml).
+    #[arg(long, env = "NUNCHI_COLLECTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [key: listen] [default: 127.0.0.1:9300].
+    #[arg(long, env = "NUNCHI_COLLECTOR_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the write-ahead log and the SQLite file [key: data_dir] [default: data/collector].
+    #[arg(long, env = "NUNCHI_COLLECTOR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL, sqlite://PATH or postgres://... [key: database_url] [default: SQLite in the data dir].
+    #[arg(
+        long,
+        env = "NUNCHI_COLLECTOR_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// How long samples are kept [key: retention] [default: 15d].
+    #[arg(long, env = "NUNCHI_COLLECTOR_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub retention: Option<Duration>,
+    /// Accept samples this far behind a series' newest [key: out_of_order_window] [default: 10m].
+    #[arg(long, env = "NUNCHI_COLLECTOR_OUT_OF_ORDER_WINDOW", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub out_of_order_window: Option<Duration>,
+    /// How often memory is written to the database [key: flush_interval] [default: 10m].
+    #[arg(long, env = "NUNCHI_COLLECTOR_FLUSH_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub flush_interval: Option<Duration>,
+    /// fdatasync the write-ahead log before acknowledging writes [key: wal_sync] [default: true].
+    #[arg(long, env = "NUNCHI_COLLECTOR_WAL_SYNC", value_name = "BOOL")]
+    pub wal_sync: Option<bool>,
+    /// Target to scrape, as [JOB=]URL; repeatable [key: scrape, tables with url and job].
+    #[arg(
+        long,
+        env = "NUNCHI_COLLECTOR_SCRAPE",
+        value_delimiter = ',',
+        value_name = "[JOB=]URL"
+    )]
+    pub scrape: Vec<ScrapeTarget>,
+    /// How often targets are scraped [key: scrape_interval] [default: 15s].
+    #[arg(long, env = "NUNCHI_COLLECTOR_SCRAPE_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub scrape_interval: Option<Duration>,
+    /// Validate the configuration, print it as TOML and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl Cli {
+    /// Resolves the final configuration: the file (if any), overridden by flags and
+    /// environment, then validated.
+    pub fn resolve(&self) -> Result<CollectorConfig, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => CollectorConfig::from_file(path)?,
+            None => CollectorConfig::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        take!(
+            listen,
+            data_dir,
+            retention,
+            out_of_order_window,
+            flush_interval,
+            wal_sync,
+            scrape_interval
+        );
+        if self.database_url.is_some() {
+            c.database_url = self.database_url.clone();
+        }
+        if !self.scrape.is_empty() {
+            c.scrape = self.scrape.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/collector.example.toml"
+        ));
+        let c = CollectorConfig::from_file(path).expect("example parses");
+        c.validate().expect("example validates");
+        assert_eq!(c.retention, Duration::from_secs(15 * 86400));
+        assert_eq!(c.tokens.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let p = Path::new("x.toml");
+        let e = CollectorConfig::from_toml("retension = \"1d\"\n", p).expect_err("unknown key");
+        assert!(e.to_string().contains("retension"), "{e}");
+        let e = CollectorConfig::from_toml("[limits]\nmax_labels_per_series = \"many\"\n", p)
+            .expect_err("type");
+        assert!(e.to_string().contains("max_labels_per_series"), "{e}");
+        let e = CollectorConfig::from_toml("database_url = \"mysql://x\"\n", p)
+            .expect("parses")
+            .validate()
+            .expect_err("bad url");
+        assert!(e.to_string().contains("database_url"), "{e}");
+        let cli = Cli::try_parse_from([
+            "nunchi-collector",
+            "--retention",
+            "2h",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .expect("parses");
+        let c = cli.resolve().expect("resolves");
+        assert_eq!(
+            (c.retention, c.data_dir),
+            (Duration::from_secs(7200), PathBuf::from("/tmp/x"))
+        );
+    }
+}

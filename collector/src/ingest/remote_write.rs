@@ -1,0 +1,304 @@
+//! `POST /api/v1/write`: Prometheus remote_write 1.0 (protobuf, snappy block format).
+//!
+//! A request is checked whole before anything of it is stored: the bearer token, the body
+//! and decompressed sizes, every series' labels against the limits, and the writer's
+//! new-series budget. Over any limit it is refused with a 4xx naming the limit (413 for
+//! sizes, 429 with `Retry-After` for the series budget, 400 otherwise) and counted; a
+//! refused request leaves no trace in storage. An accepted one is in the write-ahead log
+//! before the 204 goes out.
+//!
+//! Samples the head refuses (too far out of order, or a second value for a stored
+//! timestamp) are answered with 400 after the rest of the request is stored, as Prometheus
+//! does; exact duplicates are accepted silently, so a writer's retry is harmless.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use nunchi_codec::remote_write::{self, DecodeError, WriteRequest};
+use nunchi_model::{METRIC_NAME, is_valid_label_name};
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::config::{IngestLimits, TokenConfig};
+use crate::storage::{Storage, StorageError, canonicalize};
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No or an unknown bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The body is over `limits.max_body_size`.
+    #[error("request body is larger than limits.max_body_size ({0} bytes)")]
+    BodyTooLarge(u64),
+    /// The body does not decode, or decompresses past the limit.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// A series breaks a label limit.
+    #[error("{0}")]
+    Labels(String),
+    /// The writer's new-series budget is spent.
+    #[error(
+        "new series limit reached: {name} may create {limit} series per minute; this request would create {wanted}. Retry after {retry_after_s}s"
+    )]
+    SeriesBudget {
+        /// The writer.
+        name: String,
+        /// Its budget.
+        limit: u64,
+        /// New series in the request.
+        wanted: u64,
+        /// Seconds until enough budget has refilled.
+        retry_after_s: u64,
+    },
+    /// Some samples could not be stored (the rest were).
+    #[error("{0}")]
+    Refused(String),
+    /// Storage could not take the write; the writer should retry.
+    #[error("storage unavailable: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl WriteError {
+    /// The counter label for this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WriteError::Unauthorized => "unauthorized",
+            WriteError::BodyTooLarge(_) => "body_too_large",
+            WriteError::Decode(DecodeError::TooLarge { .. }) => "decompressed_too_large",
+            WriteError::Decode(_) => "malformed",
+            WriteError::Labels(_) => "label_limits",
+            WriteError::SeriesBudget { .. } => "series_limit",
+            WriteError::Refused(_) => "samples_refused",
+            WriteError::Storage(_) => "storage_error",
+        }
+    }
+}
+
+/// A token bucket of new series per writer.
+struct Budget {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Ingest state shared by all requests.
+pub struct Ingest {
+    limits: IngestLimits,
+    tokens: Vec<TokenConfig>,
+    budgets: Mutex<HashMap<String, Budget>>,
+    requests: IntCounterVec,
+    samples: IntCounterVec,
+    rejected: IntCounterVec,
+}
+
+const ANONYMOUS: &str = "anonymous";
+
+impl Ingest {
+    /// Ingest with these limits and tokens, registering its counters.
+    pub fn new(
+        limits: IngestLimits,
+        tokens: Vec<TokenConfig>,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "nunchi_ingest_requests_total",
+                "remote_write requests, by writer and HTTP status.",
+            ),
+            &["token", "code"],
+        )?;
+        let samples = IntCounterVec::new(
+            Opts::new(
+                "nunchi_ingest_samples_total",
+                "Samples accepted through remote_write, by writer.",
+            ),
+            &["token"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "nunchi_ingest_rejected_requests_total",
+                "remote_write requests refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(samples.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        Ok(Ingest {
+            limits,
+            tokens,
+            budgets: Mutex::new(HashMap::new()),
+            requests,
+            samples,
+            rejected,
+        })
+    }
+
+    /// The writer a request's `Authorization` header identifies.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(String, u64), WriteError> {
+        if self.tokens.is_empty() {
+            return Ok((ANONYMOUS.to_owned(), self.limits.max_new_series_per_minute));
+        }
+        let presented = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(WriteError::Unauthorized)?;
+        self.tokens
+            .iter()
+            .find(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.max_new_series_per_minute
+                        .unwrap_or(self.limits.max_new_series_per_minute),
+                )
+            })
+            .ok_or(WriteError::Unauthorized)
+    }
+
+    /// Handles one request; returns the samples stored.
+    pub async fn write(
+        &self,
+        storage: &Storage,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<u64, WriteError> {
+        let (name, budget) = match self.authenticate(authorization) {
+            Ok(x) => x,
+            Err(e) => return Err(self.refuse(ANONYMOUS, e)),
+        };
+        match self.write_as(storage, &name, budget, body).await {
+            Ok(n) => {
+                self.requests
+                    .with_label_values(&[name.as_str(), "204"])
+                    .inc();
+                self.samples.with_label_values(&[name.as_str()]).inc_by(n);
+                Ok(n)
+            }
+            Err(e) => Err(self.refuse(&name, e)),
+        }
+    }
+
+    fn refuse(&self, name: &str, e: WriteError) -> WriteError {
+        self.rejected.with_label_values(&[e.reason()]).inc();
+        let code = crate::api::write_status(&e).as_u16().to_string();
+        self.requests
+            .with_label_values(&[name, code.as_str()])
+            .inc();
+        e
+    }
+
+    async fn write_as(
+        &self,
+        storage: &Storage,
+        name: &str,
+        budget: u64,
+        body: Vec<u8>,
+    ) -> Result<u64, WriteError> {
+        if body.len() as u64 > self.limits.max_body_size.as_u64() {
+            return Err(WriteError::BodyTooLarge(self.limits.max_body_size.as_u64()));
+        }
+        let mut req =
+            remote_write::decode(&body, self.limits.max_decompressed_size.as_u64() as usize)?;
+        canonicalize(&mut req);
+        self.check_labels(&req)?;
+        let new = storage.count_new_series(&req);
+        if new > 0 {
+            self.spend(name, budget, new)?;
+        }
+        let o = storage.write(body, &req).await?;
+        if o.too_old > 0 || o.conflicting > 0 {
+            return Err(WriteError::Refused(format!(
+                "stored {} samples; refused {} older than the out-of-order window and {} with a different value for a stored timestamp",
+                o.appended, o.too_old, o.conflicting
+            )));
+        }
+        Ok(o.appended)
+    }
+
+    fn check_labels(&self, req: &WriteRequest) -> Result<(), WriteError> {
+        let l = &self.limits;
+        for ts in &req.timeseries {
+            let series = || {
+                let name = ts
+                    .labels
+                    .iter()
+                    .find(|x| x.name == METRIC_NAME)
+                    .map_or("", |x| x.value.as_str());
+                format!("series {name:?}")
+            };
+            if ts.labels.len() > l.max_labels_per_series {
+                return Err(WriteError::Labels(format!(
+                    "{} has {} labels, over limits.max_labels_per_series ({})",
+                    series(),
+                    ts.labels.len(),
+                    l.max_labels_per_series
+                )));
+            }
+            if !ts.labels.iter().any(|x| x.name == METRIC_NAME) {
+                return Err(WriteError::Labels(
+                    "a series has no metric name (__name__)".to_owned(),
+                ));
+            }
+            for x in &ts.labels {
+                if x.name.len() > l.max_label_name_length {
+                    return Err(WriteError::Labels(format!(
+                        "{}: label name of {} bytes is over limits.max_label_name_length ({})",
+                        series(),
+                        x.name.len(),
+                        l.max_label_name_length
+                    )));
+                }
+                if x.value.len() > l.max_label_value_length {
+                    return Err(WriteError::Labels(format!(
+                        "{}: value of label {:?} is {} bytes, over limits.max_label_value_length ({})",
+                        series(),
+                        x.name,
+                        x.value.len(),
+                        l.max_label_value_length
+                    )));
+                }
+                if !is_valid_label_name(&x.name) {
+                    return Err(WriteError::Labels(format!(
+                        "{}: invalid label name {:?}",
+                        series(),
+                        x.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spend(&self, name: &str, limit: u64, wanted: u64) -> Result<(), WriteError> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let b = budgets.entry(name.to_owned()).or_insert(Budget {
+            tokens: limit as f64,
+            at: now,
+        });
+        let per_sec = limit as f64 / 60.0;
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(limit as f64);
+        b.at = now;
+        if (wanted as f64) > b.tokens {
+            let missing = wanted as f64 - b.tokens;
+            let retry_after_s = if per_sec > 0.0 {
+                (missing / per_sec).ceil() as u64
+            } else {
+                60
+            };
+            return Err(WriteError::SeriesBudget {
+                name: name.to_owned(),
+                limit,
+                wanted,
+                retry_after_s: retry_after_s.clamp(1, 60),
+            });
+        }
+        b.tokens -= wanted as f64;
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

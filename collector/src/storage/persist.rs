@@ -1,0 +1,467 @@
+//! Persisted series and chunks, through sqlx: a SQLite file under the data directory by
+//! default, PostgreSQL by URL. Every statement is written once (`$n` placeholders work in
+//! both through sqlx's `Any` driver).
+//!
+//! Durability: a flush is one transaction; until it commits, its samples stay in the head
+//! and in the write-ahead log. Level-0 rows may overlap (a flush repeated after a crash);
+//! readers and compaction merge them, keeping one sample per timestamp.
+
+use std::collections::BTreeMap;
+
+use nunchi_model::{Label, Labels, Sample};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+use super::block::{self, RollupPoint};
+use super::head::{FlushBatch, merge_in};
+use super::index::{RefMap, SeriesRef};
+
+/// Rows per multi-row `INSERT`.
+const INSERT_ROWS: usize = 200;
+/// Series per `IN (...)` list.
+const IN_LIST: usize = 500;
+
+const RAW_LEVELS: &str = "level IN (0, 1)";
+
+/// Persistence failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The URL is neither `sqlite:` nor `postgres:`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// A statement or connection failed.
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored chunk does not decode.
+    #[error("series {series}: {source}")]
+    Block {
+        /// The series.
+        series: i64,
+        /// Why.
+        #[source]
+        source: block::BlockError,
+    },
+    /// A stored label set does not parse.
+    #[error("series {0}: stored labels are corrupt")]
+    Labels(i64),
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Persist {
+    pool: AnyPool,
+    sqlite: bool,
+}
+
+fn encode_labels(l: &Labels) -> String {
+    let flat: Vec<&str> = l
+        .iter()
+        .flat_map(|l| [l.name.as_str(), l.value.as_str()])
+        .collect();
+    serde_json::to_string(&flat).unwrap_or_default()
+}
+
+fn decode_labels(id: i64, s: &str) -> Result<Labels, PersistError> {
+    let flat: Vec<String> = serde_json::from_str(s).map_err(|_| PersistError::Labels(id))?;
+    if flat.len() % 2 != 0 {
+        return Err(PersistError::Labels(id));
+    }
+    let mut it = flat.into_iter();
+    let mut v = Vec::new();
+    while let (Some(name), Some(value)) = (it.next(), it.next()) {
+        v.push(Label { name, value });
+    }
+    Ok(Labels::from_sorted(v))
+}
+
+fn id_list(refs: &[SeriesRef]) -> String {
+    let mut s = String::with_capacity(refs.len() * 7);
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&r.to_string());
+    }
+    s
+}
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("${}", r * cols + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// One chunk row about to be written.
+struct ChunkRow {
+    series: i64,
+    level: i64,
+    samples: Vec<Sample>,
+    data: Vec<u8>,
+}
+
+impl Persist {
+    /// Connects and migrates.
+    pub async fn connect(url: &str) -> Result<Persist, PersistError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite && !url.starts_with("postgres:") && !url.starts_with("postgresql:") {
+            return Err(PersistError::UnsupportedUrl(url.to_owned()));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        for pragma in [
+                            "PRAGMA auto_vacuum=INCREMENTAL",
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA synchronous=NORMAL",
+                            "PRAGMA busy_timeout=10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        if sqlite {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
+        Ok(Persist { pool, sqlite })
+    }
+
+    /// Every persisted series with the newest timestamp of its raw chunks.
+    pub async fn load_series(&self) -> Result<Vec<(SeriesRef, Labels, i64)>, PersistError> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.labels, COALESCE((SELECT MAX(c.max_t) FROM chunks c WHERE c.series_id = s.id AND c.level IN (0, 1)), -9223372036854775807) FROM series s",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get(0)?;
+                let labels: String = r.try_get(1)?;
+                let max_t: i64 = r.try_get(2)?;
+                Ok((id as SeriesRef, decode_labels(id, &labels)?, max_t))
+            })
+            .collect()
+    }
+
+    /// Writes a flushed batch in one transaction: new series rows and one level-0 chunk per
+    /// series. Returns the number of samples written.
+    pub async fn write_flush(&self, batch: &FlushBatch) -> Result<u64, PersistError> {
+        let mut tx = self.pool.begin().await?;
+        let new: Vec<(i64, String)> = batch
+            .items
+            .iter()
+            .filter_map(|(&r, item)| Some((i64::from(r), encode_labels(item.new_labels.as_ref()?))))
+            .collect();
+        for part in new.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO series (id, labels) VALUES {} ON CONFLICT (id) DO NOTHING",
+                placeholders(part.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, labels) in part {
+                q = q.bind(*id).bind(labels.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut written = 0u64;
+        let mut rows = Vec::with_capacity(INSERT_ROWS);
+        for (&r, item) in &batch.items {
+            let samples = item.samples();
+            if samples.is_empty() {
+                continue;
+            }
+            written += samples.len() as u64;
+            let data = block::encode_raw(&samples);
+            rows.push(ChunkRow {
+                series: i64::from(r),
+                level: 0,
+                samples,
+                data,
+            });
+            if rows.len() == INSERT_ROWS {
+                insert_chunks(&mut tx, &rows).await?;
+                rows.clear();
+            }
+        }
+        insert_chunks(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Raw samples of `refs` in `[mint, maxt]`, sorted, one per timestamp.
+    pub async fn read_raw(
+        &self,
+        refs: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<RefMap<Vec<Sample>>, PersistError> {
+        let mut out: RefMap<Vec<Sample>> = RefMap::default();
+        for part in refs.chunks(IN_LIST) {
+            let sql = format!(
+                "SELECT series_id, data FROM chunks WHERE series_id IN ({}) AND {RAW_LEVELS} AND max_t >= $1 AND min_t <= $2",
+                id_list(part)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(mint)
+                .bind(maxt)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                let id: i64 = row.try_get(0)?;
+                let data: Vec<u8> = row.try_get(1)?;
+                let mut got = Vec::new();
+                block::decode_raw(&data, mint, maxt, &mut got)
+                    .map_err(|source| PersistError::Block { series: id, source })?;
+                let e = out.entry(id as SeriesRef).or_default();
+                if e.is_empty() {
+                    *e = got;
+                } else {
+                    got.sort_by_key(|s| s.timestamp_ms);
+                    merge_in(e, &got);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rollup points of `refs` in `[mint, maxt]`, sorted.
+    pub async fn read_rollup(
+        &self,
+        refs: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<RefMap<Vec<RollupPoint>>, PersistError> {
+        let mut out: RefMap<Vec<RollupPoint>> = RefMap::default();
+        for part in refs.chunks(IN_LIST) {
+            let sql = format!(
+                "SELECT series_id, data FROM chunks WHERE series_id IN ({}) AND level = 2 AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
+                id_list(part)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(mint)
+                .bind(maxt)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                let id: i64 = row.try_get(0)?;
+                let data: Vec<u8> = row.try_get(1)?;
+                block::decode_rollup(&data, mint, maxt, out.entry(id as SeriesRef).or_default())
+                    .map_err(|source| PersistError::Block { series: id, source })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges level-0 rows whose samples all lie before `cutoff` into one level-1 block per
+    /// series and `span` window (re-merging a window's existing block), and writes each
+    /// block's rollup at `resolution`. Returns the number of blocks written.
+    pub async fn compact(
+        &self,
+        cutoff: i64,
+        span: i64,
+        resolution: i64,
+    ) -> Result<u64, PersistError> {
+        let ids: Vec<i64> =
+            sqlx::query("SELECT DISTINCT series_id FROM chunks WHERE level = 0 AND max_t < $1")
+                .bind(cutoff)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+        let mut blocks = 0u64;
+        for part in ids.chunks(IN_LIST) {
+            let refs: Vec<SeriesRef> = part.iter().map(|&i| i as SeriesRef).collect();
+            let list = id_list(&refs);
+            let mut tx = self.pool.begin().await?;
+            let rows = sqlx::query(&format!(
+                "SELECT series_id, level, min_t, max_t, data FROM chunks WHERE series_id IN ({list}) AND level IN (0, 1) ORDER BY series_id, level"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            // Per series: level-0 samples before the cutoff, and existing level-1 blocks.
+            let mut fresh: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
+            let mut old_blocks: BTreeMap<(i64, i64), Vec<u8>> = BTreeMap::new();
+            for row in &rows {
+                let id: i64 = row.try_get(0)?;
+                let level: i64 = row.try_get(1)?;
+                let min_t: i64 = row.try_get(2)?;
+                let max_t: i64 = row.try_get(3)?;
+                let data: Vec<u8> = row.try_get(4)?;
+                if level == 0 && max_t < cutoff {
+                    block::decode_raw(&data, i64::MIN, i64::MAX, fresh.entry(id).or_default())
+                        .map_err(|source| PersistError::Block { series: id, source })?;
+                } else if level == 1 {
+                    old_blocks.insert((id, min_t.div_euclid(span)), data);
+                }
+            }
+            let mut out_rows: Vec<ChunkRow> = Vec::new();
+            let mut replaced: Vec<(i64, i64)> = Vec::new();
+            for (id, mut samples) in fresh {
+                samples.sort_by_key(|s| s.timestamp_ms);
+                samples.dedup_by_key(|s| s.timestamp_ms);
+                let mut start = 0;
+                while start < samples.len() {
+                    let w = samples[start].timestamp_ms.div_euclid(span);
+                    let end = start
+                        + samples[start..]
+                            .partition_point(|s| s.timestamp_ms.div_euclid(span) == w);
+                    let mut merged = samples[start..end].to_vec();
+                    if let Some(old) = old_blocks.get(&(id, w)) {
+                        let mut prev = Vec::new();
+                        block::decode_raw(old, i64::MIN, i64::MAX, &mut prev)
+                            .map_err(|source| PersistError::Block { series: id, source })?;
+                        merge_in(&mut merged, &prev);
+                        replaced.push((id, w));
+                    }
+                    let data = block::encode_raw(&merged);
+                    let rollup = block::encode_rollup(&block::rollup(&merged, resolution));
+                    out_rows.push(ChunkRow {
+                        series: id,
+                        level: 1,
+                        samples: merged.clone(),
+                        data,
+                    });
+                    out_rows.push(ChunkRow {
+                        series: id,
+                        level: 2,
+                        samples: merged,
+                        data: rollup,
+                    });
+                    start = end;
+                }
+            }
+            for (id, w) in &replaced {
+                sqlx::query("DELETE FROM chunks WHERE series_id = $1 AND level IN (1, 2) AND min_t >= $2 AND min_t < $3")
+                    .bind(*id)
+                    .bind(w * span)
+                    .bind((w + 1) * span)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(&format!(
+                "DELETE FROM chunks WHERE series_id IN ({list}) AND level = 0 AND max_t < $1"
+            ))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            for part in out_rows.chunks(INSERT_ROWS) {
+                insert_chunks(&mut tx, part).await?;
+            }
+            tx.commit().await?;
+            blocks += (out_rows.len() / 2) as u64;
+        }
+        if self.sqlite {
+            sqlx::query("PRAGMA incremental_vacuum")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(blocks)
+    }
+
+    /// Deletes chunks whose newest sample is before `before`, then those of `candidates`
+    /// that have no chunks left. Returns the deleted series.
+    pub async fn apply_retention(
+        &self,
+        before: i64,
+        candidates: &[SeriesRef],
+    ) -> Result<(u64, Vec<SeriesRef>), PersistError> {
+        let chunks = sqlx::query("DELETE FROM chunks WHERE max_t < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let mut gone = Vec::new();
+        for part in candidates.chunks(IN_LIST) {
+            let rows = sqlx::query(&format!(
+                "DELETE FROM series WHERE id IN ({}) AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = series.id) RETURNING id",
+                id_list(part)
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for r in rows {
+                gone.push(r.try_get::<i64, _>(0)? as SeriesRef);
+            }
+        }
+        if self.sqlite && chunks > 0 {
+            sqlx::query("PRAGMA incremental_vacuum")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok((chunks, gone))
+    }
+
+    /// Samples held in chunks of `level`.
+    pub async fn stored_samples(&self, level: i64) -> Result<i64, PersistError> {
+        let row = sqlx::query("SELECT COALESCE(SUM(samples), 0) FROM chunks WHERE level = $1")
+            .bind(level)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Checkpoints SQLite's own write-ahead log into the database file (no-op on PostgreSQL).
+    pub async fn checkpoint(&self) -> Result<(), PersistError> {
+        if self.sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_chunks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[ChunkRow],
+) -> Result<(), PersistError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO chunks (series_id, level, min_t, max_t, samples, data) VALUES {}",
+        placeholders(rows.len(), 6)
+    );
+    let mut q = sqlx::query(&sql);
+    for r in rows {
+        let min_t = r.samples.first().map_or(0, |s| s.timestamp_ms);
+        let max_t = r.samples.last().map_or(0, |s| s.timestamp_ms);
+        q = q
+            .bind(r.series)
+            .bind(r.level)
+            .bind(min_t)
+            .bind(max_t)
+            .bind(r.samples.len() as i64)
+            .bind(r.data.clone());
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
