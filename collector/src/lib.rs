@@ -102,7 +102,7 @@ pub async fn run(
             source,
         })?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "collector ready");
-    let app = api::app(state, config.limits.max_body_size.as_u64() as usize);
+    let app = api::app(state);
     let mut stop = shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

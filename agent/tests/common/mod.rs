@@ -1,13 +1,13 @@
 //! Test helpers: a real remote_write receiver on a loopback port that decodes and records
 //! every request, a runner for the real `nunchi-agent` binary, and small HTTP utilities.
-#![allow(dead_code, missing_docs, unreachable_pub)]
+#![allow(dead_code, unused_imports, missing_docs, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,23 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use nunchi_codec::{exposition, remote_write};
 use nunchi_model::Series;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// The path of a Debian tool a test needs; fails with an install hint when it is missing.
-pub fn require(tool: &str, package: &str) -> String {
-    let path = format!("/usr/bin/{tool}");
-    assert!(
-        Path::new(&path).exists(),
-        "{path} is missing: install it with `apt-get install {package}` (scripts/test does this)"
-    );
-    path
-}
+pub use nunchi_testkit::{free_port, http_get, now_ms, require, wait_for};
 
 /// node_exporter's flags to run only the collectors behind the agent's families.
 pub fn node_exporter_args(port: u16) -> Vec<String> {
@@ -51,22 +35,6 @@ pub fn node_exporter_args(port: u16) -> Vec<String> {
         args.push(format!("--collector.{c}"));
     }
     args
-}
-
-/// GET with a shared client (installing the rustls provider this workspace uses).
-pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
-    });
-    client.get(url).send().await
-}
-
-/// A loopback port nobody is listening on right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
-    l.local_addr().expect("addr").port()
 }
 
 /// One request the receiver accepted.
@@ -388,23 +356,5 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `f` until it returns Some, or the timeout passes.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -122,9 +122,12 @@ fn success(data: impl Serialize) -> Response {
 }
 
 /// The router.
-pub fn app(state: Arc<AppState>, max_body: usize) -> Router {
+pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/api/v1/write", post(write))
+        .route(
+            "/api/v1/write",
+            post(write).layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/labels", get(labels).post(labels))
@@ -136,15 +139,24 @@ pub fn app(state: Arc<AppState>, max_body: usize) -> Router {
             get(|| async { "nunchi-collector is healthy.\n" }),
         )
         .route("/-/ready", get(ready))
-        .layer(DefaultBodyLimit::max(max_body.saturating_add(1)))
         .with_state(state)
 }
 
-async fn write(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn write(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match s.ingest.write(&s.storage, auth, body.to_vec()).await {
+    // Read one byte past the limit, so an oversized body is told apart from a full one.
+    let limit = s.ingest.max_body_size();
+    let body = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => vec![0; limit.saturating_add(1)],
+    };
+    match s.ingest.write(&s.storage, auth, body).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }

@@ -134,6 +134,11 @@ impl Ingest {
         })
     }
 
+    /// The largest body accepted, in bytes.
+    pub fn max_body_size(&self) -> usize {
+        self.limits.max_body_size.as_u64() as usize
+    }
+
     /// The writer a request's `Authorization` header identifies.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<(String, u64), WriteError> {
         if self.tokens.is_empty() {

@@ -304,6 +304,22 @@ impl<'q, Q: Querier> Engine<'q, Q> {
         self.timed(async {
             let loaded = self.load(expr, t, t, false).await?;
             let ev = eval::Evaluator::new(&loaded, t, t, self.limits.lookback.as_millis() as i64);
+            if let Expr::MatrixSelector(ms) = expr {
+                let mut out: Vec<_> = ev
+                    .window(ms, t)
+                    .into_iter()
+                    .map(|w| {
+                        let points = w
+                            .samples
+                            .iter()
+                            .map(|s| (s.timestamp_ms, s.value))
+                            .collect();
+                        (w.labels.clone(), points)
+                    })
+                    .collect();
+                out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
+                return Ok(QueryResult::Matrix(out));
+            }
             Ok(match ev.eval(expr, t)? {
                 Value::Scalar(v) => QueryResult::Scalar(t, v),
                 Value::String(s) => QueryResult::String(t, s),
