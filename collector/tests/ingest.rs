@@ -230,3 +230,59 @@ async fn out_of_order_samples_within_the_window_are_kept_and_older_ones_refused(
         .collect();
     assert_eq!(values, ["2", "3", "4"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_cannot_push_are_scraped_with_prometheus_semantics() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            "# TYPE jobs_done_total counter\njobs_done_total{queue=\"mail\"} 42\n"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let down = common::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scrape = format!("batch=http://{target}/metrics,gone=http://127.0.0.1:{down}/metrics");
+    let c = Collector::start(
+        dir.path(),
+        &["--scrape", &scrape, "--scrape-interval", "200ms"],
+    )
+    .await;
+    let base = c.base.clone();
+    let got = common::wait_for(std::time::Duration::from_secs(20), || async {
+        let v = query(&base, "jobs_done_total", now_ms()).await;
+        Some(v["data"]["result"].as_array()?.first()?.clone())
+    })
+    .await
+    .expect("scraped series");
+    assert_eq!(got["metric"]["job"], "batch");
+    assert_eq!(got["metric"]["instance"], target.to_string());
+    assert_eq!(got["metric"]["queue"], "mail");
+    assert_eq!(got["value"][1], "42");
+    let up = query(&base, "up", now_ms()).await;
+    let mut ups: Vec<(String, String)> = up["data"]["result"]
+        .as_array()
+        .expect("vector")
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["job"].as_str().unwrap_or_default().to_owned(),
+                r["value"][1].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    ups.sort();
+    assert_eq!(
+        ups,
+        [
+            ("batch".to_owned(), "1".to_owned()),
+            ("gone".to_owned(), "0".to_owned())
+        ]
+    );
+    let duration = query(&base, "scrape_duration_seconds{job=\"batch\"}", now_ms()).await;
+    assert_eq!(duration["data"]["result"].as_array().map(Vec::len), Some(1));
+}

@@ -1,0 +1,131 @@
+//! The storage on each database it supports: the embedded SQLite file and a real
+//! PostgreSQL server (`postgres://postgres@127.0.0.1:5432/test` unless
+//! `NUNCHI_TEST_POSTGRES` names another). Written samples come back after a flush, after
+//! compaction and after reopening, and long ranges read the rollups.
+
+use std::time::Duration;
+
+use nunchi_collector::storage::{Storage, StorageOptions, now_ms};
+use nunchi_model::{Labels, Sample, Series};
+use prometheus::Registry;
+use promql_parser::label::{MatchOp, Matcher};
+use sqlx::Connection;
+
+fn options(dir: &std::path::Path, url: Option<String>) -> StorageOptions {
+    StorageOptions {
+        data_dir: dir.to_owned(),
+        database_url: url,
+        retention: Duration::from_secs(30 * 86400),
+        out_of_order_window: Duration::from_secs(600),
+        flush_interval: Duration::from_secs(3600),
+        block_span: Duration::from_secs(6 * 3600),
+        rollup_resolution: Duration::from_secs(300),
+        wal_sync: false,
+    }
+}
+
+fn data(now: i64) -> Vec<Series> {
+    // Two days at one sample a minute for three series.
+    (0..3)
+        .map(|i| Series {
+            labels: Labels::from_pairs([("__name__", "bytes_total"), ("i", &i.to_string())]),
+            samples: (0..2 * 1440)
+                .map(|k| Sample {
+                    timestamp_ms: now - (2 * 1440 - k) * 60_000,
+                    value: (k * (i + 1)) as f64,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+async fn exercise(url: Option<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = (now_ms() / 60_000) * 60_000;
+    let input = data(now);
+    let name = Matcher::new(MatchOp::Equal, "__name__", "bytes_total");
+    let read = |s: std::sync::Arc<Storage>| {
+        let name = name.clone();
+        async move {
+            let mut got = s
+                .select(&[name], now - 3 * 86_400_000, now)
+                .await
+                .expect("select");
+            got.sort_by(|a, b| a.labels.cmp(&b.labels));
+            got.into_iter()
+                .map(|s| (s.labels, s.samples))
+                .collect::<Vec<_>>()
+        }
+    };
+    let want: Vec<(Labels, Vec<Sample>)> = input
+        .iter()
+        .map(|s| (s.labels.clone(), s.samples.clone()))
+        .collect();
+    {
+        let s = Storage::open(options(dir.path(), url.clone()), &Registry::new())
+            .await
+            .expect("open");
+        s.write_series(&input).await.expect("write");
+        assert_eq!(read(s.clone()).await, want, "from the head");
+        s.flush().await.expect("flush");
+        assert_eq!(read(s.clone()).await, want, "after a flush");
+        let blocks = s.compact(true).await.expect("compact");
+        assert!(
+            blocks >= 3 * 8,
+            "{blocks} blocks for two days of three series in 6 h spans"
+        );
+        assert_eq!(read(s.clone()).await, want, "after compaction");
+        let rollups = s
+            .select_rollup(std::slice::from_ref(&name), now - 3 * 86_400_000, now)
+            .await
+            .expect("rollup");
+        assert_eq!(rollups.len(), 3);
+        // Five one-minute samples per five-minute bucket.
+        let points = &rollups[0].points;
+        assert!(
+            (points.len() as i64 - 2 * 288).abs() <= 1,
+            "{} points",
+            points.len()
+        );
+        assert!(
+            points
+                .iter()
+                .skip(1)
+                .take(points.len() - 2)
+                .all(|p| p.count == 5.0)
+        );
+    }
+    let s = Storage::open(options(dir.path(), url), &Registry::new())
+        .await
+        .expect("reopen");
+    assert_eq!(read(s.clone()).await, want, "after reopening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_every_sample_through_flush_compaction_and_reopen() {
+    exercise(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_every_sample_through_flush_compaction_and_reopen() {
+    let admin = std::env::var("NUNCHI_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    sqlx::any::install_default_drivers();
+    let db = format!("nunchi_storage_{}_{}", std::process::id(), now_ms());
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{db}"),
+        None => panic!("NUNCHI_TEST_POSTGRES must end in /DATABASE"),
+    };
+    exercise(Some(url)).await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .expect("drop database");
+}
