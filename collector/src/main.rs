@@ -7,6 +7,11 @@ use nunchi_collector::config::Cli;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+// Ingest allocates and frees many small strings per request from several threads;
+// mimalloc keeps that off the glibc allocator's contended, consolidating paths.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Log filter from NUNCHI_LOG, e.g. `info` or `debug,sqlx=warn` (default `info`).

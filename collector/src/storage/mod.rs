@@ -1,10 +1,11 @@
 //! Embedded time-series storage: write-ahead log → head → persisted chunks.
 //!
 //! A write is logged ([`wal`]) and then appended to the [`head`]; it is acknowledged only
-//! after both. Every `flush_interval` the head is cut and its samples persisted as level-0
-//! chunks ([`persist`]); once that transaction commits, the WAL segments it covered are
+//! after both. Every `flush_interval` (or earlier, once the head holds 120 samples per
+//! series) the head is cut and its samples persisted as level-0 chunks ([`persist`]); once that transaction commits, the WAL segments it covered are
 //! deleted. Compaction merges level-0 chunks into one `pco` block per series and span
-//! window ([`block`]), with a rollup beside it for long-range queries. Retention deletes
+//! window ([`block`]); once a window has closed, its block also gets a rollup for
+//! long-range queries (until then they summarise its raw samples). Retention deletes
 //! chunks older than the retention period and then series with nothing left.
 //!
 //! What is durable when: an acknowledged sample is in the WAL (written, and `fdatasync`ed
@@ -33,6 +34,10 @@ pub use index::SeriesRef;
 
 use persist::{Persist, PersistError};
 use wal::{Wal, WalError};
+
+/// The head is flushed early once it holds this many samples per series on average
+/// (Prometheus' chunk size).
+const HEAD_SAMPLES_PER_SERIES: u64 = 120;
 
 /// Storage failures, as seen by writers and readers.
 #[derive(Debug, thiserror::Error)]
@@ -391,9 +396,15 @@ impl Storage {
             let now = now_ms() - ms(self.opts.flush_interval) - ms(self.opts.out_of_order_window);
             now.div_euclid(span) * span
         };
+        let complete_before = now_ms() - ms(self.opts.out_of_order_window);
         match self
             .db
-            .compact(cutoff, span, ms(self.opts.rollup_resolution).max(1))
+            .compact(
+                cutoff,
+                complete_before,
+                span,
+                ms(self.opts.rollup_resolution).max(1),
+            )
             .await
         {
             Ok(n) => {
@@ -543,6 +554,8 @@ impl Storage {
                 .max(Duration::from_secs(1)),
         );
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.tick().await;
         maintenance.tick().await;
         loop {
@@ -550,6 +563,17 @@ impl Storage {
                 _ = flush.tick() => {
                     if let Ok(n) = self.flush().await {
                         tracing::debug!(samples = n, "head flushed");
+                    }
+                }
+                _ = check.tick() => {
+                    // Writers replaying a backlog fill the head faster than the clock runs:
+                    // flush early once it holds a full chunk's worth per series.
+                    let series = self.head.index().len().max(1) as u64;
+                    if self.head.sample_count() > HEAD_SAMPLES_PER_SERIES * series
+                        && let Ok(n) = self.flush().await
+                    {
+                        tracing::debug!(samples = n, "head flushed early (full)");
+                        flush.reset();
                     }
                 }
                 _ = maintenance.tick() => {

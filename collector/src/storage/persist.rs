@@ -6,7 +6,7 @@
 //! and in the write-ahead log. Level-0 rows may overlap (a flush repeated after a crash);
 //! readers and compaction merge them, keeping one sample per timestamp.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use nunchi_model::{Label, Labels, Sample};
 use sqlx::any::AnyPoolOptions;
@@ -17,11 +17,9 @@ use super::head::{FlushBatch, merge_in};
 use super::index::{RefMap, SeriesRef};
 
 /// Rows per multi-row `INSERT`.
-const INSERT_ROWS: usize = 200;
+const INSERT_ROWS: usize = 40;
 /// Series per `IN (...)` list.
 const IN_LIST: usize = 500;
-
-const RAW_LEVELS: &str = "level IN (0, 1)";
 
 /// Persistence failures.
 #[derive(Debug, thiserror::Error)]
@@ -44,37 +42,76 @@ pub enum PersistError {
         #[source]
         source: block::BlockError,
     },
-    /// A stored label set does not parse.
+    /// A stored label set (or the symbol table, -1) does not parse.
     #[error("series {0}: stored labels are corrupt")]
     Labels(i64),
 }
 
 /// The database.
-#[derive(Clone)]
 pub struct Persist {
     pool: AnyPool,
     sqlite: bool,
+    symbols: tokio::sync::Mutex<Symbols>,
 }
 
-fn encode_labels(l: &Labels) -> String {
-    let flat: Vec<&str> = l
-        .iter()
-        .flat_map(|l| [l.name.as_str(), l.value.as_str()])
-        .collect();
-    serde_json::to_string(&flat).unwrap_or_default()
+/// The symbol table: every label name and value persisted, by id.
+#[derive(Default)]
+struct Symbols {
+    ids: HashMap<String, i64>,
+    strings: Vec<String>,
 }
 
-fn decode_labels(id: i64, s: &str) -> Result<Labels, PersistError> {
-    let flat: Vec<String> = serde_json::from_str(s).map_err(|_| PersistError::Labels(id))?;
-    if flat.len() % 2 != 0 {
-        return Err(PersistError::Labels(id));
+impl Symbols {
+    /// Encodes labels as varint symbol ids, adding unknown strings to `fresh` (ids are
+    /// handed out past the committed ones and those already in `fresh`).
+    fn encode(&self, l: &Labels, fresh: &mut Vec<(i64, String)>, out: &mut Vec<u8>) {
+        out.clear();
+        for s in l.iter().flat_map(|l| [l.name.as_str(), l.value.as_str()]) {
+            let id = match self.ids.get(s) {
+                Some(&id) => id,
+                None => match fresh.iter().find(|(_, f)| f == s) {
+                    Some((id, _)) => *id,
+                    None => {
+                        let id = (self.strings.len() + fresh.len()) as i64;
+                        fresh.push((id, s.to_owned()));
+                        id
+                    }
+                },
+            };
+            prost::encoding::encode_varint(id as u64, out);
+        }
     }
-    let mut it = flat.into_iter();
-    let mut v = Vec::new();
-    while let (Some(name), Some(value)) = (it.next(), it.next()) {
-        v.push(Label { name, value });
+
+    fn decode(&self, series: i64, mut bytes: &[u8]) -> Result<Labels, PersistError> {
+        let mut strings = Vec::new();
+        while !bytes.is_empty() {
+            let id = prost::encoding::decode_varint(&mut bytes)
+                .map_err(|_| PersistError::Labels(series))?;
+            strings.push(
+                self.strings
+                    .get(id as usize)
+                    .cloned()
+                    .ok_or(PersistError::Labels(series))?,
+            );
+        }
+        if strings.len() % 2 != 0 {
+            return Err(PersistError::Labels(series));
+        }
+        let mut it = strings.into_iter();
+        let mut v = Vec::new();
+        while let (Some(name), Some(value)) = (it.next(), it.next()) {
+            v.push(Label { name, value });
+        }
+        Ok(Labels::from_sorted(v))
     }
-    Ok(Labels::from_sorted(v))
+
+    fn commit(&mut self, fresh: Vec<(i64, String)>) {
+        for (id, s) in fresh {
+            debug_assert_eq!(id as usize, self.strings.len());
+            self.ids.insert(s.clone(), id);
+            self.strings.push(s);
+        }
+    }
 }
 
 fn id_list(refs: &[SeriesRef]) -> String {
@@ -112,6 +149,7 @@ struct ChunkRow {
     level: i64,
     samples: Vec<Sample>,
     data: Vec<u8>,
+    rollup: Option<Vec<u8>>,
 }
 
 impl Persist {
@@ -146,22 +184,39 @@ impl Persist {
         } else {
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         }
-        Ok(Persist { pool, sqlite })
+        Ok(Persist {
+            pool,
+            sqlite,
+            symbols: tokio::sync::Mutex::new(Symbols::default()),
+        })
     }
 
-    /// Every persisted series with the newest timestamp of its raw chunks.
+    /// Every persisted series with the newest timestamp of its raw chunks (loads the
+    /// symbol table first).
     pub async fn load_series(&self) -> Result<Vec<(SeriesRef, Labels, i64)>, PersistError> {
+        let mut symbols = self.symbols.lock().await;
+        let rows = sqlx::query("SELECT id, value FROM symbols ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut fresh = Vec::with_capacity(rows.len());
+        for r in &rows {
+            fresh.push((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?));
+        }
+        if fresh.iter().enumerate().any(|(i, (id, _))| *id != i as i64) {
+            return Err(PersistError::Labels(-1));
+        }
+        symbols.commit(fresh);
         let rows = sqlx::query(
-            "SELECT s.id, s.labels, COALESCE((SELECT MAX(c.max_t) FROM chunks c WHERE c.series_id = s.id AND c.level IN (0, 1)), -9223372036854775807) FROM series s",
+            "SELECT s.id, s.labels, COALESCE((SELECT MAX(c.max_t) FROM chunks c WHERE c.series_id = s.id), -9223372036854775807) FROM series s",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
                 let id: i64 = r.try_get(0)?;
-                let labels: String = r.try_get(1)?;
+                let labels: Vec<u8> = r.try_get(1)?;
                 let max_t: i64 = r.try_get(2)?;
-                Ok((id as SeriesRef, decode_labels(id, &labels)?, max_t))
+                Ok((id as SeriesRef, symbols.decode(id, &labels)?, max_t))
             })
             .collect()
     }
@@ -169,12 +224,29 @@ impl Persist {
     /// Writes a flushed batch in one transaction: new series rows and one level-0 chunk per
     /// series. Returns the number of samples written.
     pub async fn write_flush(&self, batch: &FlushBatch) -> Result<u64, PersistError> {
-        let mut tx = self.pool.begin().await?;
-        let new: Vec<(i64, String)> = batch
+        let mut symbols = self.symbols.lock().await;
+        let mut fresh: Vec<(i64, String)> = Vec::new();
+        let mut buf = Vec::new();
+        let new: Vec<(i64, Vec<u8>)> = batch
             .items
             .iter()
-            .filter_map(|(&r, item)| Some((i64::from(r), encode_labels(item.new_labels.as_ref()?))))
+            .filter_map(|(&r, item)| {
+                symbols.encode(item.new_labels.as_ref()?, &mut fresh, &mut buf);
+                Some((i64::from(r), buf.clone()))
+            })
             .collect();
+        let mut tx = self.pool.begin().await?;
+        for part in fresh.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO symbols (id, value) VALUES {}",
+                placeholders(part.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, value) in part {
+                q = q.bind(*id).bind(value.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
         for part in new.chunks(INSERT_ROWS) {
             let sql = format!(
                 "INSERT INTO series (id, labels) VALUES {} ON CONFLICT (id) DO NOTHING",
@@ -182,7 +254,7 @@ impl Persist {
             );
             let mut q = sqlx::query(&sql);
             for (id, labels) in part {
-                q = q.bind(*id).bind(labels.as_str());
+                q = q.bind(*id).bind(labels.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -200,6 +272,7 @@ impl Persist {
                 level: 0,
                 samples,
                 data,
+                rollup: None,
             });
             if rows.len() == INSERT_ROWS {
                 insert_chunks(&mut tx, &rows).await?;
@@ -208,6 +281,7 @@ impl Persist {
         }
         insert_chunks(&mut tx, &rows).await?;
         tx.commit().await?;
+        symbols.commit(fresh);
         Ok(written)
     }
 
@@ -221,7 +295,7 @@ impl Persist {
         let mut out: RefMap<Vec<Sample>> = RefMap::default();
         for part in refs.chunks(IN_LIST) {
             let sql = format!(
-                "SELECT series_id, data FROM chunks WHERE series_id IN ({}) AND {RAW_LEVELS} AND max_t >= $1 AND min_t <= $2",
+                "SELECT series_id, data FROM chunks WHERE series_id IN ({}) AND max_t >= $1 AND min_t <= $2",
                 id_list(part)
             );
             let rows = sqlx::query(&sql)
@@ -257,7 +331,7 @@ impl Persist {
         let mut out: RefMap<Vec<RollupPoint>> = RefMap::default();
         for part in refs.chunks(IN_LIST) {
             let sql = format!(
-                "SELECT series_id, data FROM chunks WHERE series_id IN ({}) AND level = 2 AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
+                "SELECT series_id, rollup FROM chunks WHERE series_id IN ({}) AND level = 1 AND rollup IS NOT NULL AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
                 id_list(part)
             );
             let rows = sqlx::query(&sql)
@@ -276,17 +350,22 @@ impl Persist {
     }
 
     /// Merges level-0 rows whose samples all lie before `cutoff` into one level-1 block per
-    /// series and `span` window (re-merging a window's existing block), and writes each
-    /// block's rollup at `resolution`. Returns the number of blocks written.
+    /// series and `span` window (re-merging a window's existing block). A block whose window
+    /// ended before `complete_before` gets its rollup at `resolution`, once; the current
+    /// window's block has none (queries summarise its raw samples), so it is not rewritten
+    /// with a fresh rollup on every compaction. Returns the number of blocks written.
     pub async fn compact(
         &self,
         cutoff: i64,
+        complete_before: i64,
         span: i64,
         resolution: i64,
     ) -> Result<u64, PersistError> {
+        let complete = |w: i64| (w + 1).saturating_mul(span) <= complete_before;
         let ids: Vec<i64> =
-            sqlx::query("SELECT DISTINCT series_id FROM chunks WHERE level = 0 AND max_t < $1")
+            sqlx::query("SELECT DISTINCT series_id FROM chunks WHERE (level = 0 AND max_t < $1) OR (level = 1 AND rollup IS NULL AND max_t < $2)")
                 .bind(cutoff)
+                .bind(complete_before.div_euclid(span).saturating_mul(span))
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
@@ -298,12 +377,13 @@ impl Persist {
             let list = id_list(&refs);
             let mut tx = self.pool.begin().await?;
             let rows = sqlx::query(&format!(
-                "SELECT series_id, level, min_t, max_t, data FROM chunks WHERE series_id IN ({list}) AND level IN (0, 1) ORDER BY series_id, level"
+                "SELECT series_id, level, min_t, max_t, data, CASE WHEN rollup IS NULL THEN 0 ELSE 1 END FROM chunks WHERE series_id IN ({list}) ORDER BY series_id, level"
             ))
             .fetch_all(&mut *tx)
             .await?;
             // Per series: level-0 samples before the cutoff, and existing level-1 blocks.
             let mut fresh: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
+            let mut replaced: Vec<(i64, i64)> = Vec::new();
             let mut old_blocks: BTreeMap<(i64, i64), Vec<u8>> = BTreeMap::new();
             for row in &rows {
                 let id: i64 = row.try_get(0)?;
@@ -311,15 +391,21 @@ impl Persist {
                 let min_t: i64 = row.try_get(2)?;
                 let max_t: i64 = row.try_get(3)?;
                 let data: Vec<u8> = row.try_get(4)?;
+                let has_rollup: i64 = row.try_get(5)?;
+                let w = min_t.div_euclid(span);
                 if level == 0 && max_t < cutoff {
                     block::decode_raw(&data, i64::MIN, i64::MAX, fresh.entry(id).or_default())
                         .map_err(|source| PersistError::Block { series: id, source })?;
+                } else if level == 1 && has_rollup == 0 && complete(w) {
+                    // A block of a window that has since closed: rewritten with its rollup.
+                    block::decode_raw(&data, i64::MIN, i64::MAX, fresh.entry(id).or_default())
+                        .map_err(|source| PersistError::Block { series: id, source })?;
+                    replaced.push((id, w));
                 } else if level == 1 {
-                    old_blocks.insert((id, min_t.div_euclid(span)), data);
+                    old_blocks.insert((id, w), data);
                 }
             }
             let mut out_rows: Vec<ChunkRow> = Vec::new();
-            let mut replaced: Vec<(i64, i64)> = Vec::new();
             for (id, mut samples) in fresh {
                 samples.sort_by_key(|s| s.timestamp_ms);
                 samples.dedup_by_key(|s| s.timestamp_ms);
@@ -338,24 +424,20 @@ impl Persist {
                         replaced.push((id, w));
                     }
                     let data = block::encode_raw(&merged);
-                    let rollup = block::encode_rollup(&block::rollup(&merged, resolution));
+                    let rollup = complete(w)
+                        .then(|| block::encode_rollup(&block::rollup(&merged, resolution)));
                     out_rows.push(ChunkRow {
                         series: id,
                         level: 1,
-                        samples: merged.clone(),
-                        data,
-                    });
-                    out_rows.push(ChunkRow {
-                        series: id,
-                        level: 2,
                         samples: merged,
-                        data: rollup,
+                        data,
+                        rollup,
                     });
                     start = end;
                 }
             }
             for (id, w) in &replaced {
-                sqlx::query("DELETE FROM chunks WHERE series_id = $1 AND level IN (1, 2) AND min_t >= $2 AND min_t < $3")
+                sqlx::query("DELETE FROM chunks WHERE series_id = $1 AND level = 1 AND min_t >= $2 AND min_t < $3")
                     .bind(*id)
                     .bind(w * span)
                     .bind((w + 1) * span)
@@ -372,7 +454,7 @@ impl Persist {
                 insert_chunks(&mut tx, part).await?;
             }
             tx.commit().await?;
-            blocks += (out_rows.len() / 2) as u64;
+            blocks += out_rows.len() as u64;
         }
         if self.sqlite {
             sqlx::query("PRAGMA incremental_vacuum")
@@ -447,8 +529,8 @@ async fn insert_chunks(
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO chunks (series_id, level, min_t, max_t, samples, data) VALUES {}",
-        placeholders(rows.len(), 6)
+        "INSERT INTO chunks (series_id, level, min_t, max_t, samples, data, rollup) VALUES {}",
+        placeholders(rows.len(), 7)
     );
     let mut q = sqlx::query(&sql);
     for r in rows {
@@ -460,7 +542,8 @@ async fn insert_chunks(
             .bind(min_t)
             .bind(max_t)
             .bind(r.samples.len() as i64)
-            .bind(r.data.clone());
+            .bind(r.data.clone())
+            .bind(r.rollup.clone());
     }
     q.execute(&mut **tx).await?;
     Ok(())
