@@ -41,9 +41,12 @@ enum Kind {
     Constant,
 }
 
-/// One host's series: (name, extra labels, kind): 600 series, node_exporter's families.
-fn host_shape() -> Vec<(String, Vec<(String, String)>, Kind)> {
-    let mut v: Vec<(String, Vec<(String, String)>, Kind)> = Vec::new();
+/// A series of the host shape: name, extra labels, kind.
+type ShapeEntry = (String, Vec<(String, String)>, Kind);
+
+/// One host's series: 600 of them, in node_exporter's families.
+fn host_shape() -> Vec<ShapeEntry> {
+    let mut v: Vec<ShapeEntry> = Vec::new();
     let l = |pairs: &[(&str, String)]| {
         pairs
             .iter()
