@@ -191,6 +191,11 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{name}\": missing")))
+    }
+
     fn time(&self, name: &str, default: Option<i64>) -> Result<i64, ApiError> {
         match self.get(name) {
             None | Some("") => default.ok_or_else(|| {
@@ -254,9 +259,7 @@ async fn query(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::from(&method, q, &headers, &body);
-    let text = p
-        .get("query")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
+    let text = p.required("query")?;
     let t = p.time("time", Some(now_ms()))?;
     let expr = crate::query::parse(text)?;
     let limits = limits_for(&s, &p)?;
@@ -274,16 +277,11 @@ async fn query_range(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::from(&method, q, &headers, &body);
-    let text = p
-        .get("query")
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
+    let text = p.required("query")?;
     let start = p.time("start", None)?;
     let end = p.time("end", None)?;
-    let step = parse_step(
-        p.get("step")
-            .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))?,
-    )
-    .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
+    let step = parse_step(p.required("step")?)
+        .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
     let expr = crate::query::parse(text)?;
     let limits = limits_for(&s, &p)?;
     let r = Engine::new(s.storage.as_ref(), limits)

@@ -116,11 +116,6 @@ impl XorChunk {
         (self.count > 0).then_some(self.last_t)
     }
 
-    /// Encoded size in bytes (heap, as allocated).
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
-    }
-
     /// Appends a sample. The caller guarantees `t` is greater than the last timestamp.
     pub fn append(&mut self, t: i64, v: f64) {
         let vb = v.to_bits();

@@ -373,19 +373,6 @@ impl Head {
         }
         out
     }
-
-    /// Heap bytes held by series data (chunks and buffers), roughly.
-    pub fn heap_bytes(&self) -> usize {
-        let mut total = 0;
-        for stripe in self.stripes.iter() {
-            let s = stripe.lock().unwrap_or_else(|e| e.into_inner());
-            total += s.capacity() * std::mem::size_of::<Option<MemSeries>>();
-            for series in s.iter().flatten() {
-                total += series.chunk.heap_bytes() + series.ooo.capacity() * 16;
-            }
-        }
-        total + self.index().heap_bytes()
-    }
 }
 
 fn append_one(s: &mut MemSeries, t: i64, v: f64, window: i64, out: &mut AppendOutcome) {

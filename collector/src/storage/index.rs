@@ -243,27 +243,6 @@ impl Index {
         v.sort();
         v
     }
-
-    /// Bytes of heap the index holds, roughly.
-    pub fn heap_bytes(&self) -> usize {
-        let syms: usize = self
-            .symbols
-            .strings
-            .iter()
-            .map(|s| s.len() + 16 + 8 + 24)
-            .sum();
-        let series: usize = self
-            .series
-            .iter()
-            .map(|s| 16 + s.as_ref().map_or(0, |b| b.len() * 8))
-            .sum();
-        let postings: usize = self
-            .postings
-            .values()
-            .map(|l| l.capacity() * 4 + 24 + 8 + 8)
-            .sum();
-        syms + series + postings + self.by_hash.len() * (8 + 24 + 8)
-    }
 }
 
 fn intersect(a: &[SeriesRef], b: &[SeriesRef]) -> Vec<SeriesRef> {

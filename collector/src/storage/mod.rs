@@ -48,6 +48,9 @@ pub enum StorageError {
     /// The database failed.
     #[error(transparent)]
     Persist(#[from] PersistError),
+    /// The storage's metrics could not be registered.
+    #[error("storage metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The data directory is unusable.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -277,10 +280,7 @@ impl Storage {
             truncated_bytes = replayed.truncated_bytes,
             "storage opened"
         );
-        let metrics = StorageMetrics::new(registry).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "storage metrics already registered");
-            StorageMetrics::new(&Registry::new()).expect("fresh registry")
-        });
+        let metrics = StorageMetrics::new(registry)?;
         metrics.wal_replayed.inc_by(replayed.records);
         let s = Arc::new(Storage {
             opts,
@@ -532,11 +532,6 @@ impl Storage {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
-    }
-
-    /// Bytes of heap the head and index hold, roughly.
-    pub fn heap_bytes(&self) -> usize {
-        self.head.heap_bytes()
     }
 
     /// Runs flushes, compaction and retention until `shutdown` turns true, then flushes

@@ -285,17 +285,20 @@ impl Persist {
         Ok(written)
     }
 
-    /// Raw samples of `refs` in `[mint, maxt]`, sorted, one per timestamp.
-    pub async fn read_raw(
+    /// Calls `f(series, blob)` for each `column` of the chunks of `refs` that overlap
+    /// `[mint, maxt]` and satisfy `filter`, in `IN (...)` batches.
+    async fn for_each_blob(
         &self,
         refs: &[SeriesRef],
+        column: &str,
+        filter: &str,
         mint: i64,
         maxt: i64,
-    ) -> Result<RefMap<Vec<Sample>>, PersistError> {
-        let mut out: RefMap<Vec<Sample>> = RefMap::default();
+        mut f: impl FnMut(i64, Vec<u8>) -> Result<(), PersistError>,
+    ) -> Result<(), PersistError> {
         for part in refs.chunks(IN_LIST) {
             let sql = format!(
-                "SELECT series_id, data FROM chunks WHERE series_id IN ({}) AND max_t >= $1 AND min_t <= $2",
+                "SELECT series_id, {column} FROM chunks WHERE series_id IN ({}){filter} AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
                 id_list(part)
             );
             let rows = sqlx::query(&sql)
@@ -304,20 +307,33 @@ impl Persist {
                 .fetch_all(&self.pool)
                 .await?;
             for row in rows {
-                let id: i64 = row.try_get(0)?;
-                let data: Vec<u8> = row.try_get(1)?;
-                let mut got = Vec::new();
-                block::decode_raw(&data, mint, maxt, &mut got)
-                    .map_err(|source| PersistError::Block { series: id, source })?;
-                let e = out.entry(id as SeriesRef).or_default();
-                if e.is_empty() {
-                    *e = got;
-                } else {
-                    got.sort_by_key(|s| s.timestamp_ms);
-                    merge_in(e, &got);
-                }
+                f(row.try_get(0)?, row.try_get(1)?)?;
             }
         }
+        Ok(())
+    }
+
+    /// Raw samples of `refs` in `[mint, maxt]`, sorted, one per timestamp.
+    pub async fn read_raw(
+        &self,
+        refs: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<RefMap<Vec<Sample>>, PersistError> {
+        let mut out: RefMap<Vec<Sample>> = RefMap::default();
+        self.for_each_blob(refs, "data", "", mint, maxt, |id, data| {
+            let mut got = Vec::new();
+            block::decode_raw(&data, mint, maxt, &mut got)
+                .map_err(|source| PersistError::Block { series: id, source })?;
+            let e = out.entry(id as SeriesRef).or_default();
+            if e.is_empty() {
+                *e = got;
+            } else {
+                merge_in(e, &got);
+            }
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 
@@ -329,23 +345,18 @@ impl Persist {
         maxt: i64,
     ) -> Result<RefMap<Vec<RollupPoint>>, PersistError> {
         let mut out: RefMap<Vec<RollupPoint>> = RefMap::default();
-        for part in refs.chunks(IN_LIST) {
-            let sql = format!(
-                "SELECT series_id, rollup FROM chunks WHERE series_id IN ({}) AND level = 1 AND rollup IS NOT NULL AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
-                id_list(part)
-            );
-            let rows = sqlx::query(&sql)
-                .bind(mint)
-                .bind(maxt)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in rows {
-                let id: i64 = row.try_get(0)?;
-                let data: Vec<u8> = row.try_get(1)?;
+        self.for_each_blob(
+            refs,
+            "rollup",
+            " AND level = 1 AND rollup IS NOT NULL",
+            mint,
+            maxt,
+            |id, data| {
                 block::decode_rollup(&data, mint, maxt, out.entry(id as SeriesRef).or_default())
-                    .map_err(|source| PersistError::Block { series: id, source })?;
-            }
-        }
+                    .map_err(|source| PersistError::Block { series: id, source })
+            },
+        )
+        .await?;
         Ok(out)
     }
 
@@ -494,15 +505,6 @@ impl Persist {
                 .await?;
         }
         Ok((chunks, gone))
-    }
-
-    /// Samples held in chunks of `level`.
-    pub async fn stored_samples(&self, level: i64) -> Result<i64, PersistError> {
-        let row = sqlx::query("SELECT COALESCE(SUM(samples), 0) FROM chunks WHERE level = $1")
-            .bind(level)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get(0)?)
     }
 
     /// Checkpoints SQLite's own write-ahead log into the database file (no-op on PostgreSQL).
