@@ -6,7 +6,10 @@
 //!
 //! This crate is pure: no I/O, no async runtime, so the dashboard's wasm build can use it.
 
+mod alert;
 mod labels;
+
+pub use alert::{Alert, AlertState, ScaleAction, ScaleRequest, fingerprint};
 
 pub use labels::{
     Label, LabelError, Labels, METRIC_NAME, is_valid_label_name, is_valid_metric_name,

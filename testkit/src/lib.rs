@@ -2,6 +2,8 @@
 //! until a condition holds, child processes that are killed when dropped, Debian tools a
 //! test needs, and a plain HTTP GET.
 
+pub mod sinks;
+
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,873 @@
+//! Delivery configuration in Alertmanager's own YAML: `global`, `route`, `receivers`
+//! (`slack_configs`, `webhook_configs`), `inhibit_rules`, `templates`. A file that
+//! `amtool check-config` accepts is read unchanged; receiver kinds nunchi does not deliver
+//! to (email, PagerDuty, ...) are accepted and reported as unused.
+//!
+//! nunchi's additions are extra keys, each documented on its field:
+//! `webhook_configs[].hmac_secret`, `webhook_configs[].retry_delays`, `receivers[].dead_letter`,
+//! `slack_configs[].bot_token`, and the top-level `scale_hooks` and `dashboard_url`.
+//!
+//! Defaults are tuned for speed where Alertmanager's are tuned for batching: a route that
+//! sets no timings waits 0 s before its first notification (alerts from one rule evaluation
+//! still arrive together), 10 s between updates of a group, and 4 h before repeating.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::matcher::{MatchOp, Matcher, MatcherError};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or has unknown keys.
+    #[error("{}:{line}: {reason}", path.display())]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// The line (0 when unknown).
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is invalid.
+    #[error("{}: {field}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, as a path (`route.routes[1].matchers[0]`).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn default_group_wait() -> Duration {
+    Duration::ZERO
+}
+fn default_group_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_resolve_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The whole file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Settings shared by receivers.
+    #[serde(default)]
+    pub global: Global,
+    /// The root of the routing tree.
+    pub route: Option<RawRoute>,
+    /// Where notifications go.
+    #[serde(default)]
+    pub receivers: Vec<Receiver>,
+    /// Rules that mute alerts while others fire.
+    #[serde(default)]
+    pub inhibit_rules: Vec<RawInhibitRule>,
+    /// Go template files (not used: nunchi's Slack and webhook bodies are fixed).
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Time intervals (accepted, not applied).
+    #[serde(default)]
+    pub time_intervals: Option<IgnoredAny>,
+    /// Mute time intervals (accepted, not applied).
+    #[serde(default)]
+    pub mute_time_intervals: Option<IgnoredAny>,
+    /// nunchi: webhooks that receive scale requests from scaling rules.
+    #[serde(default)]
+    pub scale_hooks: Vec<ScaleHookConfig>,
+    /// nunchi: the dashboard's base URL, for links in messages.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+}
+
+/// `global`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Global {
+    /// How long an alert without updates counts as firing. [default: 5m]
+    #[serde(default = "default_resolve_timeout", with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+    /// Default Slack URL for `slack_configs` that set none.
+    #[serde(default)]
+    pub slack_api_url: Option<String>,
+    /// File holding the default Slack URL.
+    #[serde(default)]
+    pub slack_api_url_file: Option<PathBuf>,
+    /// Default HTTP settings.
+    #[serde(default)]
+    pub http_config: Option<HttpConfig>,
+    /// Every other Alertmanager global (SMTP, PagerDuty, ...): accepted, unused.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, IgnoredAny>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            resolve_timeout: default_resolve_timeout(),
+            slack_api_url: None,
+            slack_api_url_file: None,
+            http_config: None,
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+/// `http_config`: only authorization is used; TLS and proxy settings are accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HttpConfig {
+    /// `authorization: {type, credentials, credentials_file}`.
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    /// The legacy bearer token.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, IgnoredAny>,
+}
+
+/// `authorization`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// The scheme. [default: Bearer]
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The credentials.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    /// A file holding them.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    fn token(&self) -> Option<String> {
+        let a = self.authorization.as_ref();
+        a.and_then(|a| a.credentials.clone())
+            .or_else(|| {
+                a.and_then(|a| a.credentials_file.as_ref())
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .map(|s| s.trim().to_owned())
+            })
+            .or_else(|| self.bearer_token.clone())
+    }
+}
+
+/// A routing node as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Receiver name (inherited when absent).
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// Labels to group by; `...` groups by all labels.
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    /// Keep matching siblings after this route matched.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
+    /// Legacy equality matchers.
+    #[serde(default, rename = "match")]
+    pub match_: BTreeMap<String, String>,
+    /// Legacy regex matchers.
+    #[serde(default)]
+    pub match_re: BTreeMap<String, String>,
+    /// Matchers (`severity="critical"`).
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Wait before the first notification of a new group.
+    #[serde(default, with = "humantime_serde")]
+    pub group_wait: Option<Duration>,
+    /// Wait between notifications about a changed group.
+    #[serde(default, with = "humantime_serde")]
+    pub group_interval: Option<Duration>,
+    /// Wait before repeating an unchanged notification.
+    #[serde(default, with = "humantime_serde")]
+    pub repeat_interval: Option<Duration>,
+    /// Accepted, not applied.
+    #[serde(default)]
+    pub mute_time_intervals: Option<IgnoredAny>,
+    /// Accepted, not applied.
+    #[serde(default)]
+    pub active_time_intervals: Option<IgnoredAny>,
+    /// Child routes.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// A receiver.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Receiver {
+    /// Its unique name.
+    pub name: String,
+    /// Slack destinations.
+    #[serde(default)]
+    pub slack_configs: Vec<SlackConfig>,
+    /// Webhook destinations.
+    #[serde(default)]
+    pub webhook_configs: Vec<WebhookConfig>,
+    /// nunchi: what happens to a notification that failed every retry. [default: hold]
+    #[serde(default)]
+    pub dead_letter: DeadLetterPolicy,
+    /// Other Alertmanager integrations: accepted, not delivered to.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, IgnoredAny>,
+}
+
+/// nunchi: a receiver's dead-letter policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterPolicy {
+    /// `hold` (keep for an operator to retry or discard), `retry` (retry every
+    /// `retry_every`), `ignore` (log and drop) or `notify` (tell `notify_receiver`).
+    #[serde(default)]
+    pub policy: DeadLetterAction,
+    /// For `retry`: how often. [default: 5m]
+    #[serde(default, with = "humantime_serde")]
+    pub retry_every: Option<Duration>,
+    /// For `notify`: the receiver told about the failure.
+    #[serde(default)]
+    pub notify_receiver: Option<String>,
+}
+
+/// What to do with a dead letter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeadLetterAction {
+    /// Keep it for an operator.
+    #[default]
+    Hold,
+    /// Retry it periodically.
+    Retry,
+    /// Drop it (logged).
+    Ignore,
+    /// Tell another receiver.
+    Notify,
+}
+
+/// `slack_configs[]`: an incoming-webhook URL, or the Web API (`chat.postMessage`) with a
+/// bot token from `http_config.authorization` or `bot_token`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlackConfig {
+    /// Also notify when alerts resolve. [default: false, as in Alertmanager]
+    #[serde(default)]
+    pub send_resolved: bool,
+    /// Incoming-webhook URL, or `https://slack.com/api/chat.postMessage` for a bot token.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// File holding `api_url`.
+    #[serde(default)]
+    pub api_url_file: Option<PathBuf>,
+    /// Channel (`#alerts` or an ID); required with a bot token.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Title override (plain text; Go templates are not expanded).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// HTTP settings; `authorization.credentials` is the bot token.
+    #[serde(default)]
+    pub http_config: Option<HttpConfig>,
+    /// nunchi: the bot token (`xoxb-...`), instead of `http_config`.
+    #[serde(default)]
+    pub bot_token: Option<String>,
+    /// Every other Alertmanager Slack key (username, color, text, ...): accepted.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, IgnoredAny>,
+}
+
+/// `webhook_configs[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Also notify when alerts resolve. [default: true, as in Alertmanager]
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// Where to POST.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding `url`.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Most alerts per message; the rest are counted in `truncatedAlerts`. [0: all]
+    #[serde(default)]
+    pub max_alerts: usize,
+    /// Per-attempt timeout. [default: 10s]
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// HTTP settings (authorization used).
+    #[serde(default)]
+    pub http_config: Option<HttpConfig>,
+    /// nunchi: secret for the `X-Nunchi-Signature` HMAC-SHA256 header.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// nunchi: delays between attempts. [default: 1s, 5s, 30s, 2m]
+    #[serde(default)]
+    pub retry_delays: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// nunchi: a scale hook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleHookConfig {
+    /// Its name (in the delivery log).
+    pub name: String,
+    /// Where to POST.
+    pub url: String,
+    /// Secret for the HMAC signature header.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// After a scale action for a group, no other action for it before this. [default: 5m]
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+    /// Only these target groups (all when empty).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Per-attempt timeout. [default: 10s]
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// An inhibition rule as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInhibitRule {
+    /// Legacy source equality matchers.
+    #[serde(default)]
+    pub source_match: BTreeMap<String, String>,
+    /// Legacy source regex matchers.
+    #[serde(default)]
+    pub source_match_re: BTreeMap<String, String>,
+    /// Matchers an inhibiting alert satisfies.
+    #[serde(default)]
+    pub source_matchers: Vec<String>,
+    /// Legacy target equality matchers.
+    #[serde(default)]
+    pub target_match: BTreeMap<String, String>,
+    /// Legacy target regex matchers.
+    #[serde(default)]
+    pub target_match_re: BTreeMap<String, String>,
+    /// Matchers a muted alert satisfies.
+    #[serde(default)]
+    pub target_matchers: Vec<String>,
+    /// Labels that must be equal in source and target.
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+/// A checked configuration, ready to use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The routing tree.
+    pub route: Route,
+    /// Receivers by name.
+    pub receivers: BTreeMap<String, ResolvedReceiver>,
+    /// Inhibition rules.
+    pub inhibit_rules: Vec<InhibitRule>,
+    /// Scale hooks.
+    pub scale_hooks: Vec<ScaleHook>,
+    /// `global.resolve_timeout`.
+    pub resolve_timeout: Duration,
+    /// Dashboard base URL for links.
+    pub dashboard_url: Option<String>,
+}
+
+/// A routing node with inherited settings filled in.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its position (`0`, `0.1`, `0.1.0`), part of group keys.
+    pub id: String,
+    /// The receiver.
+    pub receiver: String,
+    /// Grouping labels (`None`: group by all labels).
+    pub group_by: Option<Vec<String>>,
+    /// Matchers.
+    pub matchers: Vec<Matcher>,
+    /// Keep matching siblings.
+    pub continue_: bool,
+    /// Timings.
+    pub group_wait: Duration,
+    /// Timings.
+    pub group_interval: Duration,
+    /// Timings.
+    pub repeat_interval: Duration,
+    /// Children.
+    pub routes: Vec<Route>,
+}
+
+/// A receiver with URLs and secrets resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedReceiver {
+    /// Its name.
+    pub name: String,
+    /// Slack destinations.
+    pub slack: Vec<SlackTarget>,
+    /// Webhook destinations.
+    pub webhooks: Vec<WebhookTarget>,
+    /// Dead-letter policy.
+    pub dead_letter: DeadLetterPolicy,
+}
+
+/// Where and how a Slack message goes.
+#[derive(Debug, Clone)]
+pub struct SlackTarget {
+    /// Incoming-webhook URL, or the Web API base (`https://slack.com/api`) with a token.
+    pub url: String,
+    /// Bot token (Web API), if used.
+    pub token: Option<String>,
+    /// Channel.
+    pub channel: Option<String>,
+    /// Send resolved notices.
+    pub send_resolved: bool,
+    /// Title override.
+    pub title: Option<String>,
+}
+
+/// Where and how a webhook goes.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// URL.
+    pub url: String,
+    /// Send resolved notices.
+    pub send_resolved: bool,
+    /// Most alerts per message (0: all).
+    pub max_alerts: usize,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// HMAC secret.
+    pub hmac_secret: Option<String>,
+    /// Delays between attempts.
+    pub retry_delays: Vec<Duration>,
+}
+
+/// A checked scale hook.
+#[derive(Debug, Clone)]
+pub struct ScaleHook {
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// HMAC secret.
+    pub hmac_secret: Option<String>,
+    /// Cooldown.
+    pub cooldown: Duration,
+    /// Groups served (empty: all).
+    pub groups: Vec<String>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+}
+
+/// A checked inhibition rule.
+#[derive(Debug, Clone)]
+pub struct InhibitRule {
+    /// Source matchers.
+    pub source: Vec<Matcher>,
+    /// Target matchers.
+    pub target: Vec<Matcher>,
+    /// Labels that must be equal.
+    pub equal: Vec<String>,
+}
+
+/// The default webhook retry delays.
+pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// A configuration that sends nothing anywhere (no `--alerting-config`).
+    pub fn empty() -> Config {
+        Config::parse(
+            Path::new("(none)"),
+            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        )
+        .expect("the empty configuration is valid")
+    }
+
+    /// Checks `text` (read from `path`).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: path.to_owned(),
+            line: e.location().map_or(0, |l| l.line()),
+            reason: e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid YAML")
+                .to_owned(),
+        })?;
+        raw.check(path)
+    }
+}
+
+impl RawConfig {
+    /// Validates and resolves (reads `*_file` keys).
+    pub fn check(self, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        let root = self
+            .route
+            .ok_or_else(|| invalid("route", "no root route".to_owned()))?;
+        if root.receiver.as_deref().unwrap_or("").is_empty() {
+            return Err(invalid(
+                "route.receiver",
+                "root route must specify a default receiver".into(),
+            ));
+        }
+        if !root.matchers.is_empty() || !root.match_.is_empty() || !root.match_re.is_empty() {
+            return Err(invalid(
+                "route",
+                "root route must not have any matchers".into(),
+            ));
+        }
+        let root_defaults = Route {
+            id: String::new(),
+            receiver: String::new(),
+            group_by: Some(Vec::new()),
+            matchers: Vec::new(),
+            continue_: false,
+            group_wait: default_group_wait(),
+            group_interval: default_group_interval(),
+            repeat_interval: default_repeat_interval(),
+            routes: Vec::new(),
+        };
+        let route = resolve_route(&root, &root_defaults, "0", "route", &invalid)?;
+        let global_slack = match (&self.global.slack_api_url, &self.global.slack_api_url_file) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(f)) => Some(read_secret(f, "global.slack_api_url_file", &invalid)?),
+            _ => None,
+        };
+        let mut receivers = BTreeMap::new();
+        for (i, r) in self.receivers.into_iter().enumerate() {
+            let at = format!("receivers[{i}]");
+            let mut slack = Vec::new();
+            for (j, s) in r.slack_configs.iter().enumerate() {
+                let at = format!("{at}.slack_configs[{j}]");
+                let url = match (&s.api_url, &s.api_url_file) {
+                    (Some(u), _) => u.clone(),
+                    (None, Some(f)) => read_secret(f, &format!("{at}.api_url_file"), &invalid)?,
+                    _ => global_slack.clone().ok_or_else(|| {
+                        invalid(
+                            &format!("{at}.api_url"),
+                            "no Slack API URL set nor a global slack_api_url".into(),
+                        )
+                    })?,
+                };
+                url::Url::parse(&url)
+                    .map_err(|e| invalid(&format!("{at}.api_url"), e.to_string()))?;
+                let token = s.bot_token.clone().or_else(|| {
+                    s.http_config
+                        .as_ref()
+                        .or(self.global.http_config.as_ref())
+                        .and_then(HttpConfig::token)
+                });
+                let url = match &token {
+                    Some(_) => {
+                        if s.channel.is_none() {
+                            return Err(invalid(
+                                &format!("{at}.channel"),
+                                "a bot token needs a channel".into(),
+                            ));
+                        }
+                        url.trim_end_matches('/')
+                            .trim_end_matches("/chat.postMessage")
+                            .to_owned()
+                    }
+                    None => url,
+                };
+                slack.push(SlackTarget {
+                    url,
+                    token,
+                    channel: s.channel.clone(),
+                    send_resolved: s.send_resolved,
+                    title: s.title.clone(),
+                });
+            }
+            let mut webhooks = Vec::new();
+            for (j, w) in r.webhook_configs.iter().enumerate() {
+                let at = format!("{at}.webhook_configs[{j}]");
+                let url = match (&w.url, &w.url_file) {
+                    (Some(u), _) => u.clone(),
+                    (None, Some(f)) => read_secret(f, &format!("{at}.url_file"), &invalid)?,
+                    _ => {
+                        return Err(invalid(
+                            &format!("{at}.url"),
+                            "one of url or url_file must be configured".into(),
+                        ));
+                    }
+                };
+                url::Url::parse(&url).map_err(|e| invalid(&format!("{at}.url"), e.to_string()))?;
+                let retry_delays = match &w.retry_delays {
+                    None => DEFAULT_RETRY_DELAYS.to_vec(),
+                    Some(v) => v
+                        .iter()
+                        .map(|d| {
+                            humantime::parse_duration(d).map_err(|e| {
+                                invalid(&format!("{at}.retry_delays"), format!("{d:?}: {e}"))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
+                webhooks.push(WebhookTarget {
+                    url,
+                    send_resolved: w.send_resolved,
+                    max_alerts: w.max_alerts,
+                    timeout: w.timeout.unwrap_or(Duration::from_secs(10)),
+                    token: w
+                        .http_config
+                        .as_ref()
+                        .or(self.global.http_config.as_ref())
+                        .and_then(HttpConfig::token),
+                    hmac_secret: w.hmac_secret.clone(),
+                    retry_delays,
+                });
+            }
+            if receivers.contains_key(&r.name) {
+                return Err(invalid(
+                    &at,
+                    format!("notification config name {:?} is not unique", r.name),
+                ));
+            }
+            if r.dead_letter.policy == DeadLetterAction::Notify
+                && r.dead_letter.notify_receiver.is_none()
+            {
+                return Err(invalid(
+                    &format!("{at}.dead_letter.notify_receiver"),
+                    "policy notify needs a receiver".into(),
+                ));
+            }
+            for k in r.other.keys() {
+                tracing::warn!(receiver = %r.name, integration = %k, "receiver integration not supported by nunchi; ignored");
+            }
+            receivers.insert(
+                r.name.clone(),
+                ResolvedReceiver {
+                    name: r.name,
+                    slack,
+                    webhooks,
+                    dead_letter: r.dead_letter,
+                },
+            );
+        }
+        check_receivers(&route, &receivers, &invalid)?;
+        for r in receivers.values() {
+            if let Some(n) = &r.dead_letter.notify_receiver
+                && !receivers.contains_key(n)
+            {
+                return Err(invalid(
+                    "dead_letter.notify_receiver",
+                    format!("undefined receiver {n:?}"),
+                ));
+            }
+        }
+        let mut inhibit_rules = Vec::new();
+        for (i, r) in self.inhibit_rules.iter().enumerate() {
+            let at = format!("inhibit_rules[{i}]");
+            inhibit_rules.push(InhibitRule {
+                source: matchers(
+                    &r.source_match,
+                    &r.source_match_re,
+                    &r.source_matchers,
+                    &at,
+                    &invalid,
+                )?,
+                target: matchers(
+                    &r.target_match,
+                    &r.target_match_re,
+                    &r.target_matchers,
+                    &at,
+                    &invalid,
+                )?,
+                equal: r.equal.clone(),
+            });
+        }
+        let mut scale_hooks = Vec::new();
+        for (i, h) in self.scale_hooks.into_iter().enumerate() {
+            url::Url::parse(&h.url)
+                .map_err(|e| invalid(&format!("scale_hooks[{i}].url"), e.to_string()))?;
+            scale_hooks.push(ScaleHook {
+                name: h.name,
+                url: h.url,
+                hmac_secret: h.hmac_secret,
+                cooldown: h.cooldown.unwrap_or(Duration::from_secs(300)),
+                groups: h.groups,
+                timeout: h.timeout.unwrap_or(Duration::from_secs(10)),
+            });
+        }
+        if !self.templates.is_empty() {
+            tracing::warn!(templates = ?self.templates, "Go templates are not used; nunchi's messages have a fixed layout");
+        }
+        Ok(Config {
+            route,
+            receivers,
+            inhibit_rules,
+            scale_hooks,
+            resolve_timeout: self.global.resolve_timeout,
+            dashboard_url: self.dashboard_url,
+        })
+    }
+}
+
+fn read_secret(
+    f: &Path,
+    field: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    std::fs::read_to_string(f)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| invalid(field, format!("{}: {e}", f.display())))
+}
+
+fn matchers(
+    eq: &BTreeMap<String, String>,
+    re: &BTreeMap<String, String>,
+    list: &[String],
+    at: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<Matcher>, ConfigError> {
+    let bad = |e: MatcherError| invalid(at, e.to_string());
+    let mut out = Vec::new();
+    for (k, v) in eq {
+        out.push(Matcher::new(k, MatchOp::Equal, v).map_err(bad)?);
+    }
+    for (k, v) in re {
+        out.push(Matcher::new(k, MatchOp::Regex, v).map_err(bad)?);
+    }
+    for m in list {
+        out.push(Matcher::parse(m).map_err(bad)?);
+    }
+    Ok(out)
+}
+
+fn resolve_route(
+    raw: &RawRoute,
+    parent: &Route,
+    id: &str,
+    at: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Route, ConfigError> {
+    let group_by = match &raw.group_by {
+        None => parent.group_by.clone(),
+        Some(g) if g.iter().any(|l| l == "...") => {
+            if g.len() > 1 {
+                return Err(invalid(
+                    &format!("{at}.group_by"),
+                    "cannot have wildcard group_by (`...`) and other labels at the same time"
+                        .into(),
+                ));
+            }
+            None
+        }
+        Some(g) => {
+            let mut seen = std::collections::HashSet::new();
+            for l in g {
+                if !seen.insert(l) {
+                    return Err(invalid(
+                        &format!("{at}.group_by"),
+                        format!("duplicated label {l:?}"),
+                    ));
+                }
+            }
+            Some(g.clone())
+        }
+    };
+    let mut route = Route {
+        id: id.to_owned(),
+        receiver: raw
+            .receiver
+            .clone()
+            .unwrap_or_else(|| parent.receiver.clone()),
+        group_by,
+        matchers: matchers(
+            &raw.match_,
+            &raw.match_re,
+            &raw.matchers,
+            &format!("{at}.matchers"),
+            invalid,
+        )?,
+        continue_: raw.continue_,
+        group_wait: raw.group_wait.unwrap_or(parent.group_wait),
+        group_interval: raw.group_interval.unwrap_or(parent.group_interval),
+        repeat_interval: raw.repeat_interval.unwrap_or(parent.repeat_interval),
+        routes: Vec::new(),
+    };
+    if route.group_interval.is_zero() {
+        return Err(invalid(
+            &format!("{at}.group_interval"),
+            "group_interval cannot be zero".into(),
+        ));
+    }
+    if route.repeat_interval.is_zero() {
+        return Err(invalid(
+            &format!("{at}.repeat_interval"),
+            "repeat_interval cannot be zero".into(),
+        ));
+    }
+    for (i, child) in raw.routes.iter().enumerate() {
+        let c = resolve_route(
+            child,
+            &route,
+            &format!("{id}.{i}"),
+            &format!("{at}.routes[{i}]"),
+            invalid,
+        )?;
+        route.routes.push(c);
+    }
+    Ok(route)
+}
+
+fn check_receivers(
+    route: &Route,
+    receivers: &BTreeMap<String, ResolvedReceiver>,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if !receivers.contains_key(&route.receiver) {
+        return Err(invalid(
+            "route",
+            format!("undefined receiver {:?} used in route", route.receiver),
+        ));
+    }
+    route
+        .routes
+        .iter()
+        .try_for_each(|r| check_receivers(r, receivers, invalid))
+}
