@@ -13,14 +13,16 @@
 //! after `POST /api/v1/admin/compact`, VictoriaMetrics after `force_flush` and
 //! `force_merge`, Prometheus as a TSDB snapshot (its head written as a block).
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nunchi_codec::remote_write::{self, SeriesGroup};
 use nunchi_model::{Labels, Sample, Series};
-use nunchi_testkit::{Server, client, free_port, http_get, now_ms, require, wait_for};
+use nunchi_testkit::{client, http_get, now_ms};
+use support::Lcg;
 
 const STEP_MS: i64 = 15_000;
 const PER_REQUEST: usize = 2_000;
@@ -190,19 +192,6 @@ fn host_shape() -> Vec<ShapeEntry> {
     v
 }
 
-/// A small deterministic generator, so every system gets identical data.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 struct Load {
     series: usize,
     rounds: Vec<Arc<Vec<bytes::Bytes>>>,
@@ -362,66 +351,11 @@ struct Report {
     bytes_per_sample: f64,
 }
 
-async fn wait_ready(url: String) {
-    wait_for(Duration::from_secs(60), || async {
-        http_get(&url)
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("{url} never became ready"));
-}
-
 async fn run_one(name: &'static str, load: &Load, concurrency: usize) -> Report {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let data = dir.path().join("data");
-    let (mut cmd, write_path, ready_path) = match name {
-        "nunchi" => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_nunchi-collector"));
-            c.args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                data.to_str().unwrap_or_default(),
-            ]);
-            c.env("NUNCHI_LOG", "warn");
-            (c, "/api/v1/write", "/-/ready")
-        }
-        "victoria-metrics" => {
-            let mut c = Command::new(require("victoria-metrics", "victoria-metrics"));
-            c.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg(format!("-storageDataPath={}", data.display()))
-                .arg("-retentionPeriod=2y")
-                .arg("-loggerLevel=ERROR");
-            (c, "/api/v1/write", "/health")
-        }
-        _ => {
-            let config = dir.path().join("prometheus.yml");
-            std::fs::write(&config, "global:\n  scrape_interval: 1h\n").expect("config");
-            let mut c = Command::new(require("prometheus", "prometheus"));
-            c.arg(format!("--config.file={}", config.display()))
-                .arg(format!("--storage.tsdb.path={}", data.display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--web.enable-remote-write-receiver")
-                .arg("--web.enable-admin-api")
-                .arg("--log.level=error");
-            (c, "/api/v1/write", "/-/ready")
-        }
-    };
-    let server = Server(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start peer"),
-    );
-    let pid = server.0.id();
-    wait_ready(format!("{base}{ready_path}")).await;
-    let url = format!("{base}{write_path}");
+    let peer = support::start(name, dir.path()).await;
+    let (base, data, pid) = (peer.base.clone(), peer.data.clone(), peer.pid());
+    let url = peer.write_url();
     eprintln!("{name}: round 0 (creating {} series)", load.series);
     send_round(&url, &load.rounds[0], concurrency).await;
     let cpu0 = cpu_seconds(pid);
@@ -475,7 +409,7 @@ async fn run_one(name: &'static str, load: &Load, concurrency: usize) -> Report 
             du(&data.join("snapshots").join(snap))
         }
     };
-    drop(server);
+    drop(peer);
     if std::env::var_os("NUNCHI_BENCH_KEEP").is_some() {
         eprintln!("{name}: data kept in {}", dir.keep().display());
     }
@@ -496,8 +430,6 @@ fn main() {
     let n_series: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(300_000);
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(240);
     let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4);
-    let peers = std::env::var("NUNCHI_BENCH_PEERS")
-        .unwrap_or_else(|_| "nunchi,victoria-metrics,prometheus".to_owned());
     let t0 = now_ms() - rounds as i64 * STEP_MS;
     eprintln!("encoding {rounds} rounds of {n_series} series...");
     let load = build(n_series, rounds, t0);
@@ -518,10 +450,8 @@ fn main() {
         .build()
         .expect("runtime");
     let mut reports = Vec::new();
-    for name in ["nunchi", "victoria-metrics", "prometheus"] {
-        if peers.split(',').any(|p| p == name) {
-            reports.push(rt.block_on(run_one(name, &load, concurrency)));
-        }
+    for name in support::selected() {
+        reports.push(rt.block_on(run_one(name, &load, concurrency)));
     }
     println!(
         "\n{} series x {} rounds (15 s apart), {concurrency} connections, 2,000 samples per request\n",

@@ -83,6 +83,32 @@ impl Default for QueryConfig {
     }
 }
 
+/// Remote storage mode: the collector keeps no series; writes are forwarded to, and
+/// queries answered by, a Prometheus-compatible TSDB (VictoriaMetrics, Mimir, Thanos
+/// Receive, Prometheus itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Its remote_write endpoint, e.g. `http://vminsert:8480/insert/0/prometheus/api/v1/write`
+    /// or `http://victoria-metrics:8428/api/v1/write`. Required.
+    pub write_url: url::Url,
+    /// Base of its Prometheus HTTP API (`/api/v1/query` is appended), e.g.
+    /// `http://vmselect:8481/select/0/prometheus` or `http://victoria-metrics:8428`. Required.
+    pub query_url: url::Url,
+    /// Bearer token sent with every request to it. Default: none.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Time limit of each request to it. Default `30s`.
+    #[serde(with = "humantime_serde", default = "RemoteConfig::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl RemoteConfig {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
 /// The collector's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +154,20 @@ pub struct CollectorConfig {
     /// Scrape time limit, capped at the interval. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub scrape_timeout: Duration,
+    /// Remote storage mode (see [`RemoteConfig`]). Default: off, series stored locally.
+    pub remote: Option<RemoteConfig>,
+    /// Prometheus rule files to evaluate: paths or glob patterns (`rules/*.yml`).
+    /// Default: none. The shipped set is `collector/rules/default.yml`.
+    pub rules: Vec<String>,
+    /// Interval of rule groups that set none. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
+    /// Alert delivery configuration in Alertmanager's YAML (routes, receivers, silences'
+    /// home). Default: none (alerts are evaluated and shown, not sent).
+    pub alerting_config: Option<PathBuf>,
+    /// The URL users reach the collector (and dashboard) at, for links in alerts.
+    /// Default: `http://` + `listen`.
+    pub external_url: Option<String>,
 }
 
 impl Default for CollectorConfig {
@@ -148,6 +188,11 @@ impl Default for CollectorConfig {
             scrape: Vec::new(),
             scrape_interval: Duration::from_secs(15),
             scrape_timeout: Duration::from_secs(10),
+            remote: None,
+            rules: Vec::new(),
+            evaluation_interval: Duration::from_secs(1),
+            alerting_config: None,
+            external_url: None,
         }
     }
 }
@@ -281,6 +326,27 @@ impl CollectorConfig {
                 ));
             }
         }
+        if let Some(r) = &self.remote {
+            for (key, url) in [
+                ("remote.write_url", &r.write_url),
+                ("remote.query_url", &r.query_url),
+            ] {
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(invalid(key, format!("{url}: scheme must be http or https")));
+                }
+            }
+            if r.timeout.is_zero() {
+                return Err(invalid("remote.timeout", "must be above 0"));
+            }
+        }
+        if self.evaluation_interval < Duration::from_millis(100) {
+            return Err(invalid("evaluation_interval", "must be at least 100ms"));
+        }
+        if let Some(u) = &self.external_url
+            && url::Url::parse(u).is_err()
+        {
+            return Err(invalid("external_url", format!("{u:?} is not a URL")));
+        }
         if self.scrape_interval < Duration::from_millis(100) || self.scrape_timeout.is_zero() {
             return Err(invalid(
                 "scrape_interval",
@@ -299,11 +365,22 @@ impl CollectorConfig {
     version,
     about = "Receives Prometheus remote_write (and scrapes targets that cannot push), stores \
              the series in an embedded time-series store (write-ahead log, compressed chunks \
-             in SQLite or PostgreSQL) and answers PromQL on the Prometheus HTTP API.",
+             in SQLite or PostgreSQL), answers PromQL on the Prometheus HTTP API, evaluates \
+             Prometheus rule files and delivers alerts to Slack, webhooks and autoscalers.",
     long_about = None,
     after_help = "Endpoints: POST /api/v1/write (remote_write 1.0), GET|POST /api/v1/query, \
-                  /api/v1/query_range, /api/v1/labels, /api/v1/status/storage, \
-                  POST /api/v1/admin/compact, /metrics, /-/healthy, /-/ready.\n\
+                  /api/v1/query_range, /api/v1/series, /api/v1/labels, \
+                  /api/v1/label/NAME/values, /api/v1/metadata, /api/v1/query_exemplars, \
+                  /api/v1/status/buildinfo, /api/v1/status/storage, /api/v1/rules, \
+                  /api/v1/alerts, /api/v2/silences, /api/v1/deliveries, \
+                  POST /api/v1/admin/compact, POST /-/reload, /metrics, /-/healthy, /-/ready.\n\
+                  Rules (--rules, Prometheus rule files) are evaluated every group interval; \
+                  alerts go to the receivers of --alerting-config (Alertmanager YAML: Slack, \
+                  webhooks, scale hooks). SIGHUP or POST /-/reload re-reads both; a broken \
+                  file is reported and the running rules stay.\n\
+                  Remote storage mode (--remote-write-url with --remote-query-url): no series \
+                  are kept here; writes go to, and queries are answered by, a \
+                  Prometheus-compatible TSDB such as a VictoriaMetrics cluster or Mimir.\n\
                   Precedence: flags > NUNCHI_COLLECTOR_* environment > --config file > defaults.\n\
                   Durations take units (250ms, 10s, 5m, 15d); sizes too (64KiB, 16MiB).\n\
                   Logging: NUNCHI_LOG=info (default), or e.g. NUNCHI_LOG=debug,sqlx=warn.\n\
@@ -350,6 +427,41 @@ pub struct Cli {
     /// How often targets are scraped [key: scrape_interval] [default: 15s].
     #[arg(long, env = "NUNCHI_COLLECTOR_SCRAPE_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub scrape_interval: Option<Duration>,
+    /// Remote storage mode: forward writes to this remote_write URL (needs
+    /// --remote-query-url too) [key: remote.write_url] [default: off].
+    #[arg(
+        long,
+        env = "NUNCHI_COLLECTOR_REMOTE_WRITE_URL",
+        value_name = "URL",
+        requires = "remote_query_url"
+    )]
+    pub remote_write_url: Option<url::Url>,
+    /// Remote storage mode: answer queries from the Prometheus API at this base URL
+    /// [key: remote.query_url] [default: off].
+    #[arg(
+        long,
+        env = "NUNCHI_COLLECTOR_REMOTE_QUERY_URL",
+        value_name = "URL",
+        requires = "remote_write_url"
+    )]
+    pub remote_query_url: Option<url::Url>,
+    /// Rule file or glob pattern; repeatable [key: rules] [default: none].
+    #[arg(
+        long = "rules",
+        env = "NUNCHI_COLLECTOR_RULES",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub rules: Vec<String>,
+    /// Interval of rule groups that set none [key: evaluation_interval] [default: 1s].
+    #[arg(long, env = "NUNCHI_COLLECTOR_EVALUATION_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub evaluation_interval: Option<Duration>,
+    /// Alert delivery configuration, Alertmanager YAML [key: alerting_config] [default: none].
+    #[arg(long, env = "NUNCHI_COLLECTOR_ALERTING_CONFIG", value_name = "FILE")]
+    pub alerting_config: Option<PathBuf>,
+    /// URL the collector is reached at, for links in alerts [key: external_url] [default: http://LISTEN].
+    #[arg(long, env = "NUNCHI_COLLECTOR_EXTERNAL_URL", value_name = "URL")]
+    pub external_url: Option<String>,
     /// Validate the configuration, print it as TOML and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -373,13 +485,38 @@ impl Cli {
             out_of_order_window,
             flush_interval,
             wal_sync,
-            scrape_interval
+            scrape_interval,
+            evaluation_interval
         );
+        if self.alerting_config.is_some() {
+            c.alerting_config = self.alerting_config.clone();
+        }
+        if self.external_url.is_some() {
+            c.external_url = self.external_url.clone();
+        }
+        if !self.rules.is_empty() {
+            c.rules = self.rules.clone();
+        }
         if self.database_url.is_some() {
             c.database_url = self.database_url.clone();
         }
         if !self.scrape.is_empty() {
             c.scrape = self.scrape.clone();
+        }
+        if let (Some(write_url), Some(query_url)) = (&self.remote_write_url, &self.remote_query_url)
+        {
+            let (bearer_token, timeout) = c
+                .remote
+                .take()
+                .map_or((None, RemoteConfig::default_timeout()), |r| {
+                    (r.bearer_token, r.timeout)
+                });
+            c.remote = Some(RemoteConfig {
+                write_url: write_url.clone(),
+                query_url: query_url.clone(),
+                bearer_token,
+                timeout,
+            });
         }
         c.validate()?;
         Ok(c)

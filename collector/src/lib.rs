@@ -4,11 +4,18 @@
 //!
 //! Data path, by module: [`ingest`] (remote_write, scrape) → [`storage`] (write-ahead log,
 //! head, persisted chunks) → [`query`] (PromQL) → [`api`] (HTTP). [`run`] wires them.
+//! In remote storage mode [`remote`] takes the place of [`storage`] and [`query`]: the
+//! [`backend`] hides which is in use. [`rules`] evaluates rule files over the backend and
+//! [`alerting`] hands their alerts to delivery (`nunchi-alerts`).
 
+pub mod alerting;
 pub mod api;
+pub mod backend;
 pub mod config;
 pub mod ingest;
 pub mod query;
+pub mod remote;
+pub mod rules;
 pub mod storage;
 
 use std::sync::Arc;
@@ -17,6 +24,7 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::api::AppState;
+use crate::backend::Backend;
 use crate::config::CollectorConfig;
 use crate::ingest::remote_write::Ingest;
 use crate::query::QueryLimits;
@@ -43,6 +51,23 @@ pub enum CollectorError {
     /// The HTTP client for scraping could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// Rules or the alerting configuration are broken.
+    #[error(transparent)]
+    Alerting(#[from] alerting::AlertingError),
+}
+
+/// The database for alert state and the delivery log: `database_url`, or a SQLite file
+/// in the data directory (the series database's file; in remote storage mode, which keeps
+/// no series, a file of its own, `alerts.db`).
+pub fn database_url(c: &CollectorConfig) -> String {
+    let file = if c.remote.is_some() {
+        "alerts.db"
+    } else {
+        "nunchi.db"
+    };
+    c.database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", c.data_dir.join(file).display()))
 }
 
 /// Storage options from the configuration.
@@ -70,25 +95,57 @@ pub async fn run(
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
-    let storage = Storage::open(storage_options(&config), &registry).await?;
+    let backend = match &config.remote {
+        Some(r) => Backend::Remote(remote::Remote::new(r.clone(), &registry)?),
+        None => Backend::Local(Storage::open(storage_options(&config), &registry).await?),
+    };
     let ingest = Ingest::new(config.limits.clone(), config.tokens.clone(), &registry)?;
-    let state = Arc::new(AppState {
-        storage: storage.clone(),
-        ingest,
-        limits: QueryLimits {
-            max_samples: config.query.max_samples,
-            timeout: config.query.timeout,
-            lookback: config.query.lookback_delta,
-            ..QueryLimits::default()
+    let limits = QueryLimits {
+        max_samples: config.query.max_samples,
+        timeout: config.query.timeout,
+        lookback: config.query.lookback_delta,
+        ..QueryLimits::default()
+    };
+    let external_url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+        CollectorError::Storage(StorageError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })
+    })?;
+    let alerting = alerting::Alerting::start(
+        backend.clone(),
+        &database_url(&config),
+        config.alerting_config.clone(),
+        rules::manager::ManagerOptions {
+            files: config.rules.clone(),
+            default_interval: config.evaluation_interval,
+            external_url,
+            limits,
+            external_labels: Default::default(),
         },
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::spawn(reload_on_sighup(alerting.clone()));
+    let state = Arc::new(AppState {
+        backend: backend.clone(),
+        ingest,
+        limits,
         registry,
+        alerting: Some(alerting),
     });
-    let maintenance = tokio::spawn(storage.clone().run_maintenance(shutdown.clone()));
+    let maintenance = backend
+        .storage()
+        .map(|s| tokio::spawn(s.clone().run_maintenance(shutdown.clone())));
     let client = reqwest::Client::builder()
         .user_agent(concat!("nunchi-collector/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let scraping = tokio::spawn(ingest::scrape::run(
-        storage.clone(),
+        backend.clone(),
         client,
         config.scrape.clone(),
         config.scrape_interval,
@@ -101,7 +158,19 @@ pub async fn run(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "collector ready");
+    match &config.remote {
+        Some(r) => tracing::info!(
+            listen = %config.listen,
+            remote_write = %r.write_url,
+            remote_query = %r.query_url,
+            "collector ready (remote storage mode)"
+        ),
+        None => tracing::info!(
+            listen = %config.listen,
+            data_dir = %config.data_dir.display(),
+            "collector ready"
+        ),
+    }
     let app = api::app(state);
     let mut stop = shutdown.clone();
     let served = axum::serve(listener, app)
@@ -113,6 +182,20 @@ pub async fn run(
         tracing::error!(error = %e, "HTTP server failed");
     }
     let _ = scraping.await;
-    let _ = maintenance.await;
+    if let Some(m) = maintenance {
+        let _ = m.await;
+    }
     Ok(())
+}
+
+async fn reload_on_sighup(alerting: Arc<alerting::Alerting>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading rules and alerting config");
+        if let Err(e) = alerting.reload().await {
+            tracing::error!(error = %e, "reload failed; the previous rules and config stay");
+        }
+    }
 }

@@ -47,4 +47,28 @@ fn configuration_errors_name_the_key_and_exit_2() {
     let (code, out, err) = run(&["--check-config", "--retention", "2d"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("retention = \"2days\""), "{out}");
+    // Remote storage mode needs both URLs, each http(s).
+    let (code, _, err) = run(&["--remote-write-url", "http://vm:8428/api/v1/write"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--remote-query-url"), "{err}");
+    let (code, _, err) = run(&[
+        "--remote-write-url",
+        "ftp://vm/api/v1/write",
+        "--remote-query-url",
+        "http://vm:8428",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("remote.write_url"), "{err}");
+    let (code, out, err) = run(&[
+        "--check-config",
+        "--remote-write-url",
+        "http://vm:8428/api/v1/write",
+        "--remote-query-url",
+        "http://vm:8428",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("[remote]") && out.contains("query_url = \"http://vm:8428/\""),
+        "{out}"
+    );
 }

@@ -1,14 +1,14 @@
 //! The collector beside a real Prometheus (Debian's): Prometheus pushes into the
 //! collector with remote_write, and the same data loaded into both answers the PromQL of
-//! `testdata/promql_core.txt` the same way (a differential test, within float tolerance).
+//! `testdata/promql_core.txt` and `testdata/promql_full.txt` the same way (a differential
+//! test, within float tolerance).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Collector, push, query, query_range, series, start_prometheus, wait_for};
-use nunchi_model::Series;
+use common::{Collector, query, query_range, start_prometheus, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_prometheus_pushes_into_the_collector() {
@@ -50,114 +50,6 @@ async fn a_stock_prometheus_pushes_into_the_collector() {
         counted.is_some(),
         "nunchi_ingest_samples_total never arrived"
     );
-}
-
-/// 40 minutes of data at 15 s: counters (one with a reset), gauges, a series that ends
-/// with a staleness marker, a sparse series and an `up` that drops.
-fn dataset(end: i64) -> Vec<Series> {
-    let step = 15_000;
-    let start = end - 40 * 60_000;
-    let times: Vec<i64> = (0..)
-        .map(|i| start + i * step)
-        .take_while(|&t| t <= end)
-        .collect();
-    let mut out = Vec::new();
-    for (ii, inst) in ["a", "b", "c"].iter().enumerate() {
-        for (ci, code) in ["200", "500"].iter().enumerate() {
-            let mut v = 100.0 * (ii + 1) as f64;
-            let samples: Vec<(i64, f64)> = times
-                .iter()
-                .enumerate()
-                .map(|(k, &t)| {
-                    v += ((k * 7 + ii * 3 + ci) % 11) as f64 + if ci == 0 { 5.0 } else { 0.25 };
-                    if *inst == "b" && *code == "200" && k == times.len() / 2 {
-                        v = 3.0;
-                    }
-                    (t, v)
-                })
-                .collect();
-            out.push(series(
-                &[
-                    ("__name__", "http_requests_total"),
-                    ("job", "api"),
-                    ("instance", inst),
-                    ("code", code),
-                ],
-                &samples,
-            ));
-        }
-        let load: Vec<(i64, f64)> = times
-            .iter()
-            .enumerate()
-            .map(|(k, &t)| {
-                (
-                    t,
-                    ((k as f64 / 9.0 + ii as f64).sin() + 1.0) * (ii as f64 + 0.5),
-                )
-            })
-            .collect();
-        out.push(series(
-            &[
-                ("__name__", "node_load1"),
-                ("job", "node"),
-                ("instance", inst),
-            ],
-            &load,
-        ));
-        let mem: Vec<(i64, f64)> = times
-            .iter()
-            .enumerate()
-            .map(|(k, &t)| (t, 1e9 + (k * 4096 * (ii + 1)) as f64))
-            .collect();
-        out.push(series(
-            &[
-                ("__name__", "node_memory_free_bytes"),
-                ("job", "node"),
-                ("instance", inst),
-            ],
-            &mem,
-        ));
-        let up: Vec<(i64, f64)> = times
-            .iter()
-            .enumerate()
-            .map(|(k, &t)| {
-                (
-                    t,
-                    if *inst == "c" && k > times.len() / 3 && k < times.len() * 2 / 3 {
-                        0.0
-                    } else {
-                        1.0
-                    },
-                )
-            })
-            .collect();
-        out.push(series(
-            &[("__name__", "up"), ("job", "node"), ("instance", inst)],
-            &up,
-        ));
-    }
-    let half = times.len() / 2;
-    let mut temp: Vec<(i64, f64)> = times[..half]
-        .iter()
-        .enumerate()
-        .map(|(k, &t)| (t, 20.0 + (k % 5) as f64 * 0.5))
-        .collect();
-    temp.push((times[half], nunchi_model::stale_nan()));
-    out.push(series(
-        &[("__name__", "temp_celsius"), ("room", "x")],
-        &temp,
-    ));
-    let sparse: Vec<(i64, f64)> = times
-        .iter()
-        .step_by(8)
-        .enumerate()
-        .map(|(k, &t)| (t, (k * k) as f64))
-        .collect();
-    out.push(series(
-        &[("__name__", "sparse_gauge"), ("job", "batch")],
-        &sparse,
-    ));
-    out
 }
 
 fn close(a: &str, b: &str) -> bool {
@@ -203,12 +95,18 @@ fn normalise(v: &serde_json::Value) -> Result<BTreeMap<String, Vec<(String, Stri
     Ok(out)
 }
 
+/// Marks an answer both refused alike: fine only where the query set expects it.
+const BOTH_FAILED: &str = "both refused: ";
+
 fn compare(what: &str, ours: &serde_json::Value, theirs: &serde_json::Value) -> Option<String> {
     let (a, b) = match (normalise(ours), normalise(theirs)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(a), Err(b)) => {
-            return (a.contains("execution") != b.contains("execution"))
-                .then(|| format!("{what}: errors differ: ours {a}, theirs {b}"));
+            return Some(if a.contains("execution") != b.contains("execution") {
+                format!("{what}: errors differ: ours {a}, theirs {b}")
+            } else {
+                format!("{BOTH_FAILED}{what}")
+            });
         }
         (a, b) => return Some(format!("{what}:\n  ours:   {a:?}\n  theirs: {b:?}")),
     };
@@ -235,21 +133,12 @@ async fn promql_answers_match_a_real_prometheus() {
         &["--web.enable-remote-write-receiver"],
     )
     .await;
-    // Whole minutes, so query times line up with samples in both.
-    let end = (common::now_ms() / 60_000 - 1) * 60_000;
-    let data = dataset(end);
-    for s in &data {
-        let (code, text) = push(&c.write_url(), std::slice::from_ref(s), None).await;
-        assert_eq!(code, 204, "collector: {text}");
-        let (code, text) = push(
-            &format!("{prom}/api/v1/write"),
-            std::slice::from_ref(s),
-            None,
-        )
-        .await;
-        assert!((200..300).contains(&code), "prometheus: {code} {text}");
-    }
-    let queries = include_str!("testdata/promql_core.txt");
+    let end = common::dataset::load_both(&c, &prom).await;
+    let queries = concat!(
+        include_str!("testdata/promql_core.txt"),
+        "\n",
+        include_str!("testdata/promql_full.txt")
+    );
     let start = end - 40 * 60_000;
     let instants = [
         start + 3 * 60_000,
@@ -260,11 +149,20 @@ async fn promql_answers_match_a_real_prometheus() {
     ];
     let mut failures = Vec::new();
     let mut checked = 0;
-    for q in queries
+    let mut expect_refused = Vec::new();
+    for line in queries
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
+        // `! query`: both must refuse it (with the same kind of error).
+        let q = match line.strip_prefix('!') {
+            Some(q) => {
+                expect_refused.push(q.trim());
+                q.trim()
+            }
+            None => line,
+        };
         for &t in &instants {
             let what = format!("instant {q} @ {}", (t - start) / 1000);
             failures.extend(compare(
@@ -285,7 +183,29 @@ async fn promql_answers_match_a_real_prometheus() {
             checked += 1;
         }
     }
-    assert!(checked > 400, "only {checked} answers compared");
+    assert!(checked > 900, "only {checked} answers compared");
+    // Both may refuse only the queries marked `!`, and range queries over a range vector.
+    let (refused, failures): (Vec<String>, Vec<String>) = failures
+        .into_iter()
+        .partition(|f| f.starts_with(BOTH_FAILED));
+    let unexpected: Vec<&String> = refused
+        .iter()
+        .filter(|f| {
+            let range_vector = f.starts_with(&format!("{BOTH_FAILED}range "))
+                && f.rsplit_once(" step ")
+                    .is_some_and(|(q, _)| q.ends_with(']'));
+            !range_vector
+                && !expect_refused.iter().any(|q| {
+                    f.ends_with(&format!(" {q} step 60"))
+                        || f.ends_with(&format!(" {q} step 37"))
+                        || f.contains(&format!(" {q} @ "))
+                })
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "both refused queries the set expects answers to: {unexpected:#?}"
+    );
     assert!(
         failures.is_empty(),
         "{} of {checked} answers differ from Prometheus:\n{}",

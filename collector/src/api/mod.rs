@@ -4,6 +4,8 @@
 //!
 //! [`app`] builds the router, so tests can drive it without a socket.
 
+pub mod alerting;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,20 +17,24 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::Serialize;
 
+use crate::backend::Backend;
 use crate::ingest::remote_write::{Ingest, WriteError};
-use crate::query::{Engine, QueryError, QueryLimits};
+use crate::query::{QueryError, QueryLimits};
+use crate::remote::ForwardError;
 use crate::storage::{Storage, now_ms};
 
 /// What the handlers share.
 pub struct AppState {
-    /// The storage.
-    pub storage: Arc<Storage>,
+    /// Where series live.
+    pub backend: Backend,
     /// remote_write handling.
     pub ingest: Ingest,
     /// Query limits.
     pub limits: QueryLimits,
     /// Self-metrics.
     pub registry: Registry,
+    /// Rules and alert delivery (absent in tests that do not need them).
+    pub alerting: Option<Arc<crate::alerting::Alerting>>,
 }
 
 /// The HTTP status a refused write gets.
@@ -43,7 +49,10 @@ pub fn write_status(e: &WriteError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         WriteError::SeriesBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
-        WriteError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::Storage(_) | WriteError::Remote(ForwardError::Unavailable(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        WriteError::Remote(ForwardError::Refused { .. }) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -91,6 +100,7 @@ impl From<QueryError> for ApiError {
             }
             QueryError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             QueryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            QueryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "query failed");
@@ -117,8 +127,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `{"status":"success","data":...}`, serialised straight from `data`.
+#[derive(Serialize)]
+struct Success<T> {
+    status: &'static str,
+    data: T,
+}
+
 fn success(data: impl Serialize) -> Response {
-    axum::Json(serde_json::json!({ "status": "success", "data": data })).into_response()
+    axum::Json(Success {
+        status: "success",
+        data,
+    })
+    .into_response()
 }
 
 /// The router.
@@ -131,6 +152,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/storage", get(storage_status))
         .route("/api/v1/admin/compact", post(compact))
         .route("/metrics", get(metrics))
@@ -139,6 +165,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(|| async { "nunchi-collector is healthy.\n" }),
         )
         .route("/-/ready", get(ready))
+        .merge(alerting::routes())
         .with_state(state)
 }
 
@@ -156,8 +183,13 @@ async fn write(
         Ok(b) => b.to_vec(),
         Err(_) => vec![0; limit.saturating_add(1)],
     };
-    match s.ingest.write(&s.storage, auth, body).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+    match s.ingest.write(&s.backend, auth, body).await {
+        Ok(_) => {
+            if let Some(a) = &s.alerting {
+                a.manager.samples_arrived();
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -182,6 +214,57 @@ impl Params {
             v.extend(url::form_urlencoded::parse(body).into_owned());
         }
         Params(v)
+    }
+
+    fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `match[]` selectors.
+    fn matchers(&self) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
+        self.all("match[]")
+            .map(|m| {
+                let bad =
+                    |e: String| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"));
+                match promql_parser::parser::parse(m).map_err(bad)? {
+                    promql_parser::parser::Expr::VectorSelector(vs) => {
+                        if !vs.matchers.or_matchers.is_empty() {
+                            return Err(
+                                bad("\"or\" inside a selector is not supported".to_owned()),
+                            );
+                        }
+                        Ok(crate::query::selector_matchers(&vs))
+                    }
+                    _ => Err(bad(format!("{m:?} is not a series selector"))),
+                }
+            })
+            .collect()
+    }
+
+    /// `start` and `end`, all of time where absent.
+    fn span(&self) -> Result<(i64, i64), ApiError> {
+        Ok((
+            self.time("start", Some(i64::MIN))?,
+            self.time("end", Some(i64::MAX))?,
+        ))
+    }
+
+    /// `limit`: a positive count, or none (0 or absent).
+    fn limit(&self) -> Result<Option<usize>, ApiError> {
+        match self.get("limit") {
+            None | Some("") => Ok(None),
+            Some(s) => s
+                .parse::<usize>()
+                .map(|n| (n > 0).then_some(n))
+                .map_err(|_| {
+                    ApiError::bad_data(format!(
+                        "invalid parameter \"limit\": cannot parse {s:?} to a valid limit"
+                    ))
+                }),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -261,12 +344,8 @@ async fn query(
     let p = Params::from(&method, q, &headers, &body);
     let text = p.required("query")?;
     let t = p.time("time", Some(now_ms()))?;
-    let expr = crate::query::parse(text)?;
     let limits = limits_for(&s, &p)?;
-    let r = Engine::new(s.storage.as_ref(), limits)
-        .instant(&expr, t)
-        .await?;
-    Ok(success(r))
+    Ok(success(s.backend.instant(text, t, limits).await?))
 }
 
 async fn query_range(
@@ -282,35 +361,184 @@ async fn query_range(
     let end = p.time("end", None)?;
     let step = parse_step(p.required("step")?)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
-    let expr = crate::query::parse(text)?;
     let limits = limits_for(&s, &p)?;
-    let r = Engine::new(s.storage.as_ref(), limits)
-        .range(&expr, start, end, step)
-        .await?;
-    Ok(success(r))
+    Ok(success(
+        s.backend.range(text, start, end, step, limits).await?,
+    ))
 }
 
-async fn labels(State(s): State<Arc<AppState>>) -> Response {
-    success(s.storage.label_names())
+async fn labels(
+    State(s): State<Arc<AppState>>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::from(&method, q, &headers, &body);
+    let storage = match local(&s) {
+        Ok(st) => st,
+        Err(r) => return Ok(success(r.api("/api/v1/labels", &p.0).await?)),
+    };
+    let (start, end) = p.span()?;
+    let mut names = storage.label_names(&p.matchers()?, start, end);
+    names.truncate(p.limit()?.unwrap_or(usize::MAX));
+    Ok(success(names))
+}
+
+async fn series(
+    State(s): State<Arc<AppState>>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::from(&method, q, &headers, &body);
+    let storage = match local(&s) {
+        Ok(st) => st,
+        Err(r) => return Ok(success(r.api("/api/v1/series", &p.0).await?)),
+    };
+    let sets = p.matchers()?;
+    if sets.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = p.span()?;
+    let mut out = storage.series(&sets, start, end);
+    out.truncate(p.limit()?.unwrap_or(usize::MAX));
+    let maps: Vec<std::collections::BTreeMap<&str, &str>> = out
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|x| (x.name.as_str(), x.value.as_str()))
+                .collect()
+        })
+        .collect();
+    Ok(success(maps))
+}
+
+async fn label_values(
+    State(s): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    if !nunchi_model::is_valid_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let p = Params::from(&Method::GET, q, &HeaderMap::new(), &[]);
+    let storage = match local(&s) {
+        Ok(st) => st,
+        Err(r) => {
+            let path = format!("/api/v1/label/{name}/values");
+            return Ok(success(r.api(&path, &p.0).await?));
+        }
+    };
+    let (start, end) = p.span()?;
+    let mut values = storage.label_values(&name, &p.matchers()?, start, end);
+    values.truncate(p.limit()?.unwrap_or(usize::MAX));
+    Ok(success(values))
+}
+
+async fn metadata(
+    State(s): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::from(&Method::GET, q, &HeaderMap::new(), &[]);
+    let storage = match local(&s) {
+        Ok(st) => st,
+        Err(r) => return Ok(success(r.api("/api/v1/metadata", &p.0).await?)),
+    };
+    let count = |name: &str| -> Result<Option<usize>, ApiError> {
+        match p.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n < 0 => Ok(None),
+                Ok(n) => Ok(Some(n as usize)),
+                Err(_) => Err(ApiError::bad_data(format!(
+                    "invalid parameter \"{name}\": {v:?} is not a number"
+                ))),
+            },
+        }
+    };
+    let limit = count("limit")?;
+    let per_metric = count("limit_per_metric")?;
+    Ok(success(storage.metadata().get(
+        p.get("metric").filter(|m| !m.is_empty()),
+        limit,
+        per_metric,
+    )))
+}
+
+async fn exemplars(
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Exemplars are not stored: a valid request gets an empty answer.
+    let p = Params::from(&method, q, &headers, &body);
+    crate::query::parse(p.required("query")?)?;
+    p.span()?;
+    Ok(success(Vec::<()>::new()))
+}
+
+async fn buildinfo() -> Response {
+    // `version` is the Prometheus API level served, which clients such as Grafana read to
+    // pick features; the collector's own version is in `nunchiVersion`.
+    success(serde_json::json!({
+        "version": PROMETHEUS_API_VERSION,
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "application": "nunchi-collector",
+        "nunchiVersion": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// The Prometheus release whose HTTP API and PromQL the collector answers like.
+pub const PROMETHEUS_API_VERSION: &str = "2.42.0";
+
+/// The embedded storage, or the remote client in remote storage mode.
+fn local(s: &AppState) -> Result<&Arc<Storage>, &Arc<crate::remote::Remote>> {
+    match &s.backend {
+        Backend::Local(st) => Ok(st),
+        Backend::Remote(r) => Err(r),
+    }
 }
 
 async fn storage_status(State(s): State<Arc<AppState>>) -> Response {
-    success(s.storage.status())
+    match local(&s) {
+        Ok(st) => success(st.status()),
+        Err(_) => success(serde_json::json!({ "mode": "remote" })),
+    }
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
-    match s.storage.status().last_error {
+    let problem = match local(&s) {
+        Ok(st) => st.status().last_error.map(|e| format!("storage: {e}")),
+        Err(r) => r.ready().await.err().map(|e| e.to_string()),
+    };
+    match problem {
         None => "nunchi-collector is ready.\n".into_response(),
-        Some(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}\n")).into_response(),
+        Some(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
 async fn compact(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let blocks = s.storage.flush_and_compact().await.map_err(|e| ApiError {
+    let internal = |message: String| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         kind: "internal",
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let Ok(storage) = local(&s) else {
+        return Err(ApiError::bad_data(
+            "compaction is the remote storage's own in remote storage mode",
+        ));
+    };
+    let blocks = storage
+        .flush_and_compact()
+        .await
+        .map_err(|e| internal(e.to_string()))?;
     Ok(success(serde_json::json!({ "blocks": blocks })))
 }
 

@@ -19,8 +19,10 @@ use nunchi_codec::remote_write::{self, DecodeError, WriteRequest};
 use nunchi_model::{METRIC_NAME, is_valid_label_name};
 use prometheus::{IntCounterVec, Opts, Registry};
 
+use crate::backend::Backend;
 use crate::config::{IngestLimits, TokenConfig};
-use crate::storage::{Storage, StorageError, canonicalize};
+use crate::remote::ForwardError;
+use crate::storage::{StorageError, canonicalize};
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,9 @@ pub enum WriteError {
     /// Storage could not take the write; the writer should retry.
     #[error("storage unavailable: {0}")]
     Storage(#[from] StorageError),
+    /// The remote storage did not take the write (remote storage mode).
+    #[error(transparent)]
+    Remote(#[from] ForwardError),
 }
 
 impl WriteError {
@@ -71,6 +76,8 @@ impl WriteError {
             WriteError::SeriesBudget { .. } => "series_limit",
             WriteError::Refused(_) => "samples_refused",
             WriteError::Storage(_) => "storage_error",
+            WriteError::Remote(ForwardError::Refused { .. }) => "remote_refused",
+            WriteError::Remote(ForwardError::Unavailable(_)) => "remote_unavailable",
         }
     }
 }
@@ -164,7 +171,7 @@ impl Ingest {
     /// Handles one request; returns the samples stored.
     pub async fn write(
         &self,
-        storage: &Storage,
+        backend: &Backend,
         authorization: Option<&str>,
         body: Vec<u8>,
     ) -> Result<u64, WriteError> {
@@ -172,7 +179,7 @@ impl Ingest {
             Ok(x) => x,
             Err(e) => return Err(self.refuse(ANONYMOUS, e)),
         };
-        match self.write_as(storage, &name, budget, body).await {
+        match self.write_as(backend, &name, budget, body).await {
             Ok(n) => {
                 self.requests
                     .with_label_values(&[name.as_str(), "204"])
@@ -195,7 +202,7 @@ impl Ingest {
 
     async fn write_as(
         &self,
-        storage: &Storage,
+        backend: &Backend,
         name: &str,
         budget: u64,
         body: Vec<u8>,
@@ -207,6 +214,14 @@ impl Ingest {
             remote_write::decode(&body, self.limits.max_decompressed_size.as_u64() as usize)?;
         canonicalize(&mut req);
         self.check_labels(&req)?;
+        let storage = match backend {
+            Backend::Local(s) => s,
+            Backend::Remote(r) => {
+                // The remote keeps the series and enforces its own series limits.
+                r.forward(body).await?;
+                return Ok(req.timeseries.iter().map(|t| t.samples.len() as u64).sum());
+            }
+        };
         let new = storage.count_new_series(&req);
         if new > 0 {
             self.spend(name, budget, new)?;

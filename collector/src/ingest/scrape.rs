@@ -1,19 +1,20 @@
 //! Pulling `/metrics` pages from configured targets on an interval, with Prometheus'
 //! semantics (`up`, `scrape_duration_seconds`, `job`/`instance` labels, staleness markers;
-//! see `nunchi_scrape`). Scraped samples take the same path as pushed ones: WAL, then head.
+//! see `nunchi_scrape`). Scraped samples take the same path as pushed ones: WAL, then head
+//! (or the remote storage).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nunchi_model::Labels;
 use nunchi_scrape::{ScrapeTarget, Scraper};
 use tokio::sync::watch;
 
-use crate::storage::{Storage, now_ms};
+use crate::backend::Backend;
+use crate::storage::now_ms;
 
 /// Scrapes `targets` every `interval` until `shutdown` turns true.
 pub async fn run(
-    storage: Arc<Storage>,
+    backend: Backend,
     client: reqwest::Client,
     targets: Vec<ScrapeTarget>,
     interval: Duration,
@@ -35,7 +36,7 @@ pub async fn run(
         }
         out.clear();
         scraper.scrape_all(&none, now_ms(), &mut out).await;
-        if let Err(e) = storage.write_series(&out).await {
+        if let Err(e) = backend.write_series(&out).await {
             tracing::error!(error = %e, "storing scraped samples failed");
         }
     }

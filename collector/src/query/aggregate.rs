@@ -1,26 +1,40 @@
 //! Aggregation operators (`sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`,
-//! `stdvar`, `quantile`, `topk`, `bottomk`) with `by` and `without`.
+//! `stdvar`, `quantile`, `count_values`, `topk`, `bottomk`) with `by` and `without`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use nunchi_model::{Labels, METRIC_NAME};
 use promql_parser::parser::token::{
-    T_AVG, T_BOTTOMK, T_COUNT, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
+    T_STDVAR, T_SUM, T_TOPK, TokenId,
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::QueryError;
 use super::eval::Evaluator;
 use super::functions::quantile;
-use super::value::{Element, Value};
+use super::value::{Element, Value, format_value};
 
-/// The labels of the group an element falls in.
-fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+/// The labels of the group an element falls in (`extra`: a label `by` keeps besides its
+/// list, the one `count_values` adds).
+pub(crate) fn group_labels(
+    l: &Labels,
+    modifier: &Option<LabelModifier>,
+    extra: Option<&str>,
+) -> Labels {
     match modifier {
-        None => Labels::new(),
+        None => Labels::from_sorted(
+            l.iter()
+                .filter(|x| Some(x.name.as_str()) == extra)
+                .cloned()
+                .collect(),
+        ),
         Some(LabelModifier::Include(by)) => Labels::from_sorted(
             l.iter()
-                .filter(|x| by.labels.iter().any(|n| n == &x.name))
+                .filter(|x| {
+                    by.labels.iter().any(|n| n == &x.name) || Some(x.name.as_str()) == extra
+                })
                 .cloned()
                 .collect(),
         ),
@@ -33,8 +47,8 @@ fn group_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     }
 }
 
-#[derive(Default)]
-struct Acc {
+/// One group's running state.
+pub(crate) struct Acc {
     count: f64,
     sum: f64,
     mean: f64,
@@ -47,21 +61,89 @@ struct Acc {
     members: Vec<Element>,
 }
 
+impl Acc {
+    pub(crate) fn new() -> Acc {
+        Acc {
+            count: 0.0,
+            sum: 0.0,
+            mean: 0.0,
+            w_mean: 0.0,
+            aux: 0.0,
+            min: f64::NAN,
+            max: f64::NAN,
+            values: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Adds a value (kept too when the operator needs them all).
+    pub(crate) fn add(&mut self, v: f64, keep: bool) {
+        self.count += 1.0;
+        self.sum += v;
+        if self.mean.is_infinite()
+            && (v.is_infinite() && (self.mean > 0.0) == (v > 0.0) || v.is_finite())
+        {
+            // An infinite mean stays put unless a NaN or an opposite infinity arrives.
+        } else {
+            self.mean += v / self.count - self.mean / self.count;
+        }
+        let delta = v - self.w_mean;
+        self.w_mean += delta / self.count;
+        self.aux += delta * (v - self.w_mean);
+        if self.min.is_nan() || v < self.min {
+            self.min = v;
+        }
+        if self.max.is_nan() || v > self.max {
+            self.max = v;
+        }
+        if keep {
+            self.values.push(v);
+        }
+    }
+
+    /// Values added.
+    pub(crate) fn count(&self) -> f64 {
+        self.count
+    }
+
+    /// The group's value for `op` (not `topk`/`bottomk`).
+    pub(crate) fn value(&mut self, op: TokenId, param: Option<f64>) -> f64 {
+        match op {
+            T_SUM => self.sum,
+            T_AVG => self.mean,
+            T_MIN => self.min,
+            T_MAX => self.max,
+            T_COUNT | T_COUNT_VALUES => self.count,
+            T_GROUP => 1.0,
+            T_STDVAR => self.aux / self.count,
+            T_STDDEV => (self.aux / self.count).sqrt(),
+            T_QUANTILE => quantile(param.unwrap_or(f64::NAN), &mut self.values),
+            _ => f64::NAN,
+        }
+    }
+}
+
 /// Evaluates an aggregation at `t`.
 pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.id();
-    let input = ev.eval_vector(&a.expr, t)?;
+    let mut input = ev.eval_vector(&a.expr, t)?;
     let param = match &a.param {
         Some(p) if op == T_TOPK || op == T_BOTTOMK || op == T_QUANTILE => {
             Some(ev.eval_scalar(p, t)?)
         }
-        Some(_) => {
-            return Err(QueryError::Execution(format!(
-                "aggregation {} is not supported yet",
-                a.op
-            )));
+        _ => None,
+    };
+    let value_label = match &a.param {
+        Some(p) if op == T_COUNT_VALUES => {
+            let name = ev.eval_string(p, t)?;
+            if !nunchi_model::is_valid_label_name(&name) {
+                return Err(QueryError::Execution(format!(
+                    "invalid label name {name:?}"
+                )));
+            }
+            Some(name)
         }
-        None => None,
+        _ => None,
     };
     if !matches!(
         op,
@@ -74,68 +156,48 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Valu
             | T_STDDEV
             | T_STDVAR
             | T_QUANTILE
+            | T_COUNT_VALUES
             | T_TOPK
             | T_BOTTOMK
     ) {
         return Err(QueryError::Execution(format!(
-            "aggregation {} is not supported yet",
+            "aggregation {} is not supported",
             a.op
         )));
     }
-    let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, Acc> = HashMap::new();
+    if let Some(name) = &value_label {
+        for e in &mut input {
+            let mut l = Labels::clone(&e.labels);
+            l.insert(name.clone(), format_value(e.value));
+            e.labels = Arc::new(l);
+        }
+    }
+    let node = a as *const _ as usize;
+    let mut order: Vec<Arc<Labels>> = Vec::new();
+    // Group keys are interned, so equal groups share an address.
+    let mut groups: HashMap<usize, Acc> = HashMap::new();
     for e in input {
-        let key = group_labels(&e.labels, &a.modifier);
-        let acc = groups.entry(key.clone()).or_insert_with(|| {
-            order.push(key);
-            Acc {
-                min: f64::NAN,
-                max: f64::NAN,
-                ..Acc::default()
-            }
-        });
-        let v = e.value;
-        acc.count += 1.0;
-        acc.sum += v;
-        if acc.mean.is_infinite()
-            && (v.is_infinite() && (acc.mean > 0.0) == (v > 0.0) || v.is_finite())
-        {
-            // An infinite mean stays put unless a NaN or an opposite infinity arrives.
+        let key = if value_label.is_some() {
+            ev.intern(group_labels(&e.labels, &a.modifier, value_label.as_deref()))
         } else {
-            acc.mean += v / acc.count - acc.mean / acc.count;
-        }
-        let delta = v - acc.w_mean;
-        acc.w_mean += delta / acc.count;
-        acc.aux += delta * (v - acc.w_mean);
-        if acc.min.is_nan() || v < acc.min {
-            acc.min = v;
-        }
-        if acc.max.is_nan() || v > acc.max {
-            acc.max = v;
-        }
-        if op == T_QUANTILE {
-            acc.values.push(v);
-        }
+            ev.derive(node, &e.labels, |l| group_labels(l, &a.modifier, None))
+        };
+        let acc = groups.entry(Arc::as_ptr(&key) as usize).or_insert_with(|| {
+            order.push(key);
+            Acc::new()
+        });
+        acc.add(e.value, op == T_QUANTILE);
         if op == T_TOPK || op == T_BOTTOMK {
             acc.members.push(e);
         }
     }
     let mut out = Vec::new();
     for key in order {
-        let Some(mut acc) = groups.remove(&key) else {
+        let Some(mut acc) = groups.remove(&(Arc::as_ptr(&key) as usize)) else {
             continue;
         };
         let value = match op {
-            T_SUM => acc.sum,
-            T_AVG => acc.mean,
-            T_MIN => acc.min,
-            T_MAX => acc.max,
-            T_COUNT => acc.count,
-            T_GROUP => 1.0,
-            T_STDVAR => acc.aux / acc.count,
-            T_STDDEV => (acc.aux / acc.count).sqrt(),
-            T_QUANTILE => quantile(param.unwrap_or(f64::NAN), &mut acc.values),
-            _ => {
+            T_TOPK | T_BOTTOMK => {
                 let k = param.unwrap_or(0.0);
                 if k < 1.0 {
                     continue;
@@ -156,6 +218,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Valu
                 out.extend(acc.members.into_iter().take(k));
                 continue;
             }
+            _ => acc.value(op, param),
         };
         out.push(Element { labels: key, value });
     }

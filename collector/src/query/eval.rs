@@ -3,21 +3,48 @@
 //! Selection follows Prometheus 2's rules: an instant selector takes each series' newest
 //! sample in `[t - lookback, t]` unless it is a staleness marker; a range selector takes
 //! the samples in `[t - range, t]`, staleness markers left out; offsets and `@` shift `t`.
+//! A subquery evaluates its inner expression at the multiples of its step that fall in
+//! `[t - range, t]`; those inner results are kept, so the steps of a range query share them.
+//!
+//! Label sets are shared (`Arc`), and the label sets derived from them (the metric name
+//! dropped, a grouping) are computed once per query, not once per step.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
 
 use nunchi_model::{Labels, METRIC_NAME, Sample, is_stale_nan};
 use promql_parser::label::MatchOp;
-use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
+use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
-use super::value::{Element, Value, drop_name};
-use super::{Loaded, LoadedSeries, QueryError, selector_time};
+use super::value::{Element, Value};
+use super::{Loaded, LoadedSeries, QueryError, at_time, selector_time};
 use crate::storage::RollupPoint;
 
 /// The samples one series has in a range window.
 pub(crate) struct Window<'a> {
-    pub(crate) labels: &'a Labels,
-    pub(crate) samples: Vec<Sample>,
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) samples: Cow<'a, [Sample]>,
     pub(crate) rollup: Option<&'a [RollupPoint]>,
 }
+
+/// A range argument (a range selector or a subquery) at one instant.
+pub(crate) struct RangeArg<'a> {
+    pub(crate) windows: Vec<Window<'a>>,
+    /// The window's end: the evaluation time shifted by offset and `@`.
+    pub(crate) end: i64,
+    /// The window's length, in ms.
+    pub(crate) range: i64,
+}
+
+/// Derived label sets, keyed by (the node deriving them, the source set's address). The
+/// source is kept alive with its result, so its address cannot be reused within a query.
+type LabelMemo = HashMap<(usize, usize), (Arc<Labels>, Arc<Labels>)>;
+
+/// A subquery's inner results, keyed by (the subquery node, the step time).
+type SubqueryResults = HashMap<(usize, i64), Rc<Vec<Element>>>;
 
 /// Evaluates expressions over loaded data.
 pub struct Evaluator<'a> {
@@ -25,15 +52,29 @@ pub struct Evaluator<'a> {
     start: i64,
     end: i64,
     lookback: i64,
+    subquery_step: i64,
+    subquery_results: RefCell<SubqueryResults>,
+    label_memo: RefCell<LabelMemo>,
+    interned: RefCell<std::collections::HashSet<Arc<Labels>>>,
 }
 
 impl<'a> Evaluator<'a> {
-    pub(crate) fn new(loaded: &'a Loaded, start: i64, end: i64, lookback: i64) -> Self {
+    pub(crate) fn new(
+        loaded: &'a Loaded,
+        start: i64,
+        end: i64,
+        lookback: i64,
+        subquery_step: i64,
+    ) -> Self {
         Evaluator {
             loaded,
             start,
             end,
             lookback,
+            subquery_step,
+            subquery_results: RefCell::default(),
+            label_memo: RefCell::default(),
+            interned: RefCell::default(),
         }
     }
 
@@ -43,55 +84,181 @@ impl<'a> Evaluator<'a> {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// The time a selector reads at, for an evaluation at `t`.
-    pub(crate) fn selector_time(&self, vs: &VectorSelector, t: i64) -> i64 {
-        selector_time(vs, t, self.start, self.end)
+    /// `f(labels)`, computed once per query for each (node, label set).
+    pub(crate) fn derive(
+        &self,
+        node: usize,
+        labels: &Arc<Labels>,
+        f: impl FnOnce(&Labels) -> Labels,
+    ) -> Arc<Labels> {
+        let key = (node, Arc::as_ptr(labels) as usize);
+        if let Some((_, d)) = self.label_memo.borrow().get(&key) {
+            return d.clone();
+        }
+        let d = self.intern(f(labels));
+        self.label_memo
+            .borrow_mut()
+            .insert(key, (labels.clone(), d.clone()));
+        d
+    }
+
+    /// The one shared copy of `labels` in this query: derived sets that are equal are
+    /// then the same allocation, so they can be grouped by address.
+    pub(crate) fn intern(&self, labels: Labels) -> Arc<Labels> {
+        if let Some(a) = self.interned.borrow().get(&labels) {
+            return a.clone();
+        }
+        let a = Arc::new(labels);
+        self.interned.borrow_mut().insert(a.clone());
+        a
+    }
+
+    /// `labels` without the metric name.
+    pub(crate) fn drop_name(&self, labels: &Arc<Labels>) -> Arc<Labels> {
+        if labels.get(METRIC_NAME).is_none() {
+            return labels.clone();
+        }
+        self.derive(0, labels, super::value::drop_name)
+    }
+
+    /// Each series' newest sample at or before `t` within the lookback, not stale.
+    pub(crate) fn select_samples(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> impl Iterator<Item = (&'a Arc<Labels>, Sample)> {
+        let at = selector_time(vs, t, self.start, self.end);
+        let lookback = self.lookback;
+        self.series(vs).iter().filter_map(move |s| {
+            let i = s.samples.partition_point(|x| x.timestamp_ms <= at);
+            let last = *s.samples.get(i.checked_sub(1)?)?;
+            (last.timestamp_ms >= at - lookback && !is_stale_nan(last.value))
+                .then_some((&s.labels, last))
+        })
     }
 
     /// The instant vector a selector yields at `t`.
     pub(crate) fn select(&self, vs: &VectorSelector, t: i64) -> Vec<Element> {
-        let at = selector_time(vs, t, self.start, self.end);
-        let mut out = Vec::new();
-        for s in self.series(vs) {
-            let i = s.samples.partition_point(|x| x.timestamp_ms <= at);
-            if i == 0 {
-                continue;
-            }
-            let last = s.samples[i - 1];
-            if last.timestamp_ms < at - self.lookback || is_stale_nan(last.value) {
-                continue;
-            }
-            out.push(Element {
-                labels: s.labels.clone(),
-                value: last.value,
-            });
-        }
-        out
+        self.select_samples(vs, t)
+            .map(|(labels, s)| Element {
+                labels: labels.clone(),
+                value: s.value,
+            })
+            .collect()
     }
 
     /// Each series' samples in a range selector's window at `t`.
-    pub(crate) fn window(&self, ms: &MatrixSelector, t: i64) -> Vec<Window<'a>> {
+    fn window(&self, ms: &MatrixSelector, t: i64) -> RangeArg<'a> {
         let at = selector_time(&ms.vs, t, self.start, self.end);
-        let from = at - ms.range.as_millis() as i64;
-        let mut out = Vec::new();
+        let range = ms.range.as_millis() as i64;
+        let from = at - range;
+        let mut windows = Vec::new();
         for s in self.series(&ms.vs) {
             let a = s.samples.partition_point(|x| x.timestamp_ms < from);
             let b = s.samples.partition_point(|x| x.timestamp_ms <= at);
-            let samples: Vec<Sample> = s.samples[a..b]
-                .iter()
-                .filter(|x| !is_stale_nan(x.value))
-                .copied()
-                .collect();
+            let raw = &s.samples[a..b];
+            let samples = if raw.iter().any(|x| is_stale_nan(x.value)) {
+                Cow::Owned(
+                    raw.iter()
+                        .filter(|x| !is_stale_nan(x.value))
+                        .copied()
+                        .collect(),
+                )
+            } else {
+                Cow::Borrowed(raw)
+            };
             if samples.is_empty() {
                 continue;
             }
-            out.push(Window {
-                labels: &s.labels,
+            windows.push(Window {
+                labels: s.labels.clone(),
                 samples,
                 rollup: s.rollup.as_deref().map(|r| &r[a..b]),
             });
         }
-        out
+        RangeArg {
+            windows,
+            end: at,
+            range,
+        }
+    }
+
+    /// The inner result of a subquery at one of its steps.
+    fn subquery_point(&self, sq: &SubqueryExpr, ti: i64) -> Result<Rc<Vec<Element>>, QueryError> {
+        let key = (sq as *const _ as usize, ti);
+        if let Some(v) = self.subquery_results.borrow().get(&key) {
+            return Ok(v.clone());
+        }
+        let v = Rc::new(match self.eval(&sq.expr, ti)? {
+            Value::Vector(v) => v,
+            Value::Scalar(x) => vec![Element {
+                labels: Arc::default(),
+                value: x,
+            }],
+            Value::String(_) => {
+                return Err(QueryError::BadData(
+                    "subquery is only allowed on instant vector".to_owned(),
+                ));
+            }
+        });
+        self.subquery_results.borrow_mut().insert(key, v.clone());
+        Ok(v)
+    }
+
+    /// A subquery's series at `t`.
+    fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<RangeArg<'a>, QueryError> {
+        let step = subquery_step(sq, self.subquery_step);
+        let end = subquery_time(sq, t, self.start, self.end);
+        let range = sq.range.as_millis() as i64;
+        let mut order: Vec<Arc<Labels>> = Vec::new();
+        let mut by_labels: HashMap<Arc<Labels>, Vec<Sample>> = HashMap::new();
+        let mut ti = (end - range).div_euclid(step) * step;
+        if ti < end - range {
+            ti += step;
+        }
+        while ti <= end {
+            for e in self.subquery_point(sq, ti)?.iter() {
+                by_labels
+                    .entry(e.labels.clone())
+                    .or_insert_with(|| {
+                        order.push(e.labels.clone());
+                        Vec::new()
+                    })
+                    .push(Sample {
+                        timestamp_ms: ti,
+                        value: e.value,
+                    });
+            }
+            ti += step;
+        }
+        let windows = order
+            .into_iter()
+            .filter_map(|l| {
+                let samples = by_labels.remove(&l)?;
+                Some(Window {
+                    labels: l,
+                    samples: Cow::Owned(samples),
+                    rollup: None,
+                })
+            })
+            .collect();
+        Ok(RangeArg {
+            windows,
+            end,
+            range,
+        })
+    }
+
+    /// A range argument (range selector or subquery) at `t`.
+    pub(crate) fn range_arg(&self, e: &Expr, t: i64) -> Result<RangeArg<'a>, QueryError> {
+        match e {
+            Expr::MatrixSelector(ms) => Ok(self.window(ms, t)),
+            Expr::Subquery(sq) => self.subquery(sq, t),
+            Expr::Paren(p) => self.range_arg(&p.expr, t),
+            _ => Err(QueryError::BadData(
+                "expected type range vector in call to function".to_owned(),
+            )),
+        }
     }
 
     /// Evaluates `e` at `t`.
@@ -105,7 +272,7 @@ impl<'a> Evaluator<'a> {
                 Value::Vector(v) => Ok(Value::Vector(
                     v.into_iter()
                         .map(|e| Element {
-                            labels: drop_name(&e.labels),
+                            labels: self.drop_name(&e.labels),
                             value: -e.value,
                         })
                         .collect(),
@@ -116,15 +283,12 @@ impl<'a> Evaluator<'a> {
                 ))),
             },
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.select(vs, t))),
-            Expr::MatrixSelector(_) => Err(QueryError::BadData(
-                "invalid expression type \"range vector\" for query, must be Scalar or instant Vector".to_owned(),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => Err(QueryError::BadData(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector".to_owned(),
             )),
             Expr::Aggregate(a) => super::aggregate::eval(self, a, t),
             Expr::Binary(b) => super::binary::eval(self, b, t),
             Expr::Call(c) => super::functions::eval(self, c, t),
-            Expr::Subquery(_) => Err(QueryError::Execution(
-                "subqueries are not supported yet".to_owned(),
-            )),
             Expr::Extension(_) => Err(QueryError::Execution("unsupported expression".to_owned())),
         }
     }
@@ -150,6 +314,30 @@ impl<'a> Evaluator<'a> {
             ))),
         }
     }
+
+    /// Evaluates `e` at `t`, requiring a string.
+    pub(crate) fn eval_string(&self, e: &Expr, t: i64) -> Result<String, QueryError> {
+        match self.eval(e, t)? {
+            Value::String(v) => Ok(v),
+            other => Err(QueryError::Execution(format!(
+                "expected string, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+}
+
+/// A subquery's step: its own, or the default.
+pub(crate) fn subquery_step(sq: &SubqueryExpr, default: i64) -> i64 {
+    sq.step
+        .map(|d| d.as_millis() as i64)
+        .filter(|&s| s > 0)
+        .unwrap_or(default)
+}
+
+/// The time a subquery's window ends at, for an evaluation at `t`.
+pub(crate) fn subquery_time(sq: &SubqueryExpr, t: i64, start: i64, end: i64) -> i64 {
+    at_time(&sq.at, &sq.offset, t, start, end)
 }
 
 /// Labels `absent()` gives its result: the selector's equality matchers.
@@ -160,31 +348,20 @@ pub(crate) fn absent_labels(e: &Expr) -> Labels {
         _ => return Labels::new(),
     };
     let mut l = Labels::new();
-    let mut seen: Vec<&str> = Vec::new();
     for m in &vs.matchers.matchers {
         if m.name == METRIC_NAME {
             continue;
         }
-        if matches!(m.op, MatchOp::Equal) && !seen.contains(&m.name.as_str()) {
+        if matches!(m.op, MatchOp::Equal) {
             l.insert(m.name.clone(), m.value.clone());
         }
-        seen.push(&m.name);
     }
-    // A name given twice is ambiguous: Prometheus leaves it out.
-    let dup: Vec<String> = l
-        .iter()
-        .filter(|x| {
-            vs.matchers
-                .matchers
-                .iter()
-                .filter(|m| m.name == x.name)
-                .count()
-                > 1
-        })
-        .map(|x| x.name.clone())
-        .collect();
-    for d in dup {
-        l.remove(&d);
+    // A name matched more than once is ambiguous: Prometheus leaves it out.
+    let names: Vec<String> = l.iter().map(|x| x.name.clone()).collect();
+    for n in names {
+        if vs.matchers.matchers.iter().filter(|m| m.name == n).count() > 1 {
+            l.remove(&n);
+        }
     }
     l
 }

@@ -14,15 +14,17 @@ mod aggregate;
 mod binary;
 pub mod eval;
 mod functions;
+mod range;
 pub mod value;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::storage::{RollupPoint, SelectedRollup, SelectedSeries, StorageError};
-pub use value::{Element, QueryResult, Value};
+pub use value::{Element, QueryResult, Value, format_value};
 
 /// Range queries spanning more than this may read rollups.
 pub const ROLLUP_MIN_RANGE_MS: i64 = 2 * 24 * 3600 * 1000;
@@ -47,6 +49,9 @@ pub enum QueryError {
     /// Storage failed (`internal`, HTTP 500).
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// The remote storage could not answer (`unavailable`, HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Where queries read data from.
@@ -106,6 +111,8 @@ pub struct QueryLimits {
     pub lookback: Duration,
     /// Most points a range query may return per series (Prometheus: 11,000).
     pub max_points_per_series: i64,
+    /// Step of a subquery that names none (Prometheus: the global evaluation interval).
+    pub subquery_step: Duration,
 }
 
 impl Default for QueryLimits {
@@ -115,13 +122,14 @@ impl Default for QueryLimits {
             timeout: Duration::from_secs(120),
             lookback: Duration::from_secs(300),
             max_points_per_series: 11_000,
+            subquery_step: Duration::from_secs(60),
         }
     }
 }
 
 /// One loaded series.
 pub(crate) struct LoadedSeries {
-    pub(crate) labels: nunchi_model::Labels,
+    pub(crate) labels: Arc<nunchi_model::Labels>,
     pub(crate) samples: Vec<nunchi_model::Sample>,
     pub(crate) rollup: Option<Vec<RollupPoint>>,
 }
@@ -134,7 +142,7 @@ pub fn parse(q: &str) -> Result<Expr, QueryError> {
     parser::parse(q).map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
 }
 
-fn offset_ms(o: &Option<Offset>) -> i64 {
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         Some(Offset::Pos(d)) => d.as_millis() as i64,
         Some(Offset::Neg(d)) => -(d.as_millis() as i64),
@@ -157,10 +165,16 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Vec<promql_parser::label
     m
 }
 
-/// The time a selector is evaluated at, for an evaluation at `t` of a query over
-/// `[start, end]`.
-pub(crate) fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
-    let at = match &vs.at {
+/// The time an `@`/offset-modified node reads at, for an evaluation at `t` of a query
+/// over `[start, end]`.
+pub(crate) fn at_time(
+    at: &Option<AtModifier>,
+    offset: &Option<Offset>,
+    t: i64,
+    start: i64,
+    end: i64,
+) -> i64 {
+    let at = match at {
         None => t,
         Some(AtModifier::Start) => start,
         Some(AtModifier::End) => end,
@@ -169,53 +183,79 @@ pub(crate) fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -
             Err(e) => -(e.duration().as_millis() as i64),
         },
     };
-    at - offset_ms(&vs.offset)
+    at - offset_ms(offset)
 }
 
+/// The time a selector is evaluated at, for an evaluation at `t` of a query over
+/// `[start, end]`.
+pub(crate) fn selector_time(vs: &VectorSelector, t: i64, start: i64, end: i64) -> i64 {
+    at_time(&vs.at, &vs.offset, t, start, end)
+}
+
+/// A selector to load, and the time range it needs.
 struct Want<'a> {
     key: usize,
     vs: &'a VectorSelector,
-    range: i64,
+    mint: i64,
+    maxt: i64,
 }
 
-fn collect<'a>(e: &'a Expr, out: &mut Vec<Want<'a>>, lookback: i64) -> Result<(), QueryError> {
-    match e {
-        Expr::VectorSelector(vs) => out.push(Want {
+/// What each selector in `e` needs, when `e` is evaluated at times in `[a, b]`.
+struct LoadPlan<'a> {
+    out: Vec<Want<'a>>,
+    lookback: i64,
+    subquery_step: i64,
+    start: i64,
+    end: i64,
+}
+
+impl<'a> LoadPlan<'a> {
+    fn selector(&mut self, vs: &'a VectorSelector, range: i64, a: i64, b: i64) {
+        let ta = selector_time(vs, a, self.start, self.end);
+        let tb = selector_time(vs, b, self.start, self.end);
+        self.out.push(Want {
             key: vs as *const _ as usize,
             vs,
-            range: lookback,
-        }),
-        Expr::MatrixSelector(ms) => out.push(Want {
-            key: &ms.vs as *const _ as usize,
-            vs: &ms.vs,
-            range: ms.range.as_millis() as i64,
-        }),
-        Expr::Aggregate(a) => {
-            collect(&a.expr, out, lookback)?;
-            if let Some(p) = &a.param {
-                collect(p, out, lookback)?;
-            }
-        }
-        Expr::Unary(u) => collect(&u.expr, out, lookback)?,
-        Expr::Binary(b) => {
-            collect(&b.lhs, out, lookback)?;
-            collect(&b.rhs, out, lookback)?;
-        }
-        Expr::Paren(p) => collect(&p.expr, out, lookback)?,
-        Expr::Call(c) => {
-            for a in &c.args.args {
-                collect(a, out, lookback)?;
-            }
-        }
-        Expr::Subquery(_) => {
-            return Err(QueryError::Execution(
-                "subqueries are not supported yet".to_owned(),
-            ));
-        }
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+            mint: ta.min(tb) - range,
+            maxt: ta.max(tb),
+        });
     }
-    Ok(())
+
+    fn walk(&mut self, e: &'a Expr, a: i64, b: i64) {
+        match e {
+            Expr::VectorSelector(vs) => self.selector(vs, self.lookback, a, b),
+            Expr::MatrixSelector(ms) => self.selector(&ms.vs, ms.range.as_millis() as i64, a, b),
+            Expr::Subquery(sq) => {
+                let ta = eval::subquery_time(sq, a, self.start, self.end);
+                let tb = eval::subquery_time(sq, b, self.start, self.end);
+                let step = eval::subquery_step(sq, self.subquery_step);
+                let from = ta.min(tb) - sq.range.as_millis() as i64 - step;
+                self.walk(&sq.expr, from, ta.max(tb));
+            }
+            Expr::Aggregate(x) => {
+                self.walk(&x.expr, a, b);
+                if let Some(p) = &x.param {
+                    self.walk(p, a, b);
+                }
+            }
+            Expr::Unary(u) => self.walk(&u.expr, a, b),
+            Expr::Binary(x) => {
+                self.walk(&x.lhs, a, b);
+                self.walk(&x.rhs, a, b);
+            }
+            Expr::Paren(p) => self.walk(&p.expr, a, b),
+            Expr::Call(c) => {
+                for x in &c.args.args {
+                    self.walk(x, a, b);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
 }
+
+/// One result series of a range query, being built.
+type Points = (Arc<nunchi_model::Labels>, Vec<(i64, f64)>);
 
 /// Runs PromQL against a [`Querier`].
 pub struct Engine<'q, Q: Querier> {
@@ -229,6 +269,14 @@ impl<'q, Q: Querier> Engine<'q, Q> {
         Engine { querier, limits }
     }
 
+    fn lookback(&self) -> i64 {
+        self.limits.lookback.as_millis() as i64
+    }
+
+    fn subquery_step(&self) -> i64 {
+        (self.limits.subquery_step.as_millis() as i64).max(1)
+    }
+
     async fn load(
         &self,
         expr: &Expr,
@@ -236,24 +284,26 @@ impl<'q, Q: Querier> Engine<'q, Q> {
         end: i64,
         rollup: bool,
     ) -> Result<Loaded, QueryError> {
-        let lookback = self.limits.lookback.as_millis() as i64;
-        let mut wants = Vec::new();
-        collect(expr, &mut wants, lookback)?;
+        let mut c = LoadPlan {
+            out: Vec::new(),
+            lookback: self.lookback(),
+            subquery_step: self.subquery_step(),
+            start,
+            end,
+        };
+        c.walk(expr, start, end);
         let mut loaded = Loaded::new();
         let mut total = 0usize;
-        for w in wants {
-            let a = selector_time(w.vs, start, start, end);
-            let b = selector_time(w.vs, end, start, end);
-            let (mint, maxt) = (a.min(b) - w.range, a.max(b));
+        for w in c.out {
             if !w.vs.matchers.or_matchers.is_empty() {
                 return Err(QueryError::Execution(
-                    "\"or\" inside a selector is not supported yet".to_owned(),
+                    "\"or\" inside a selector is not supported".to_owned(),
                 ));
             }
             let matchers = &selector_matchers(w.vs);
             let series: Vec<LoadedSeries> = if rollup {
                 self.querier
-                    .select_rollup(matchers, mint, maxt)
+                    .select_rollup(matchers, w.mint, w.maxt)
                     .await?
                     .into_iter()
                     .map(|s| LoadedSeries {
@@ -265,17 +315,17 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                                 value: p.last,
                             })
                             .collect(),
-                        labels: s.labels,
+                        labels: Arc::new(s.labels),
                         rollup: Some(s.points),
                     })
                     .collect()
             } else {
                 self.querier
-                    .select(matchers, mint, maxt)
+                    .select(matchers, w.mint, w.maxt)
                     .await?
                     .into_iter()
                     .map(|s| LoadedSeries {
-                        labels: s.labels,
+                        labels: Arc::new(s.labels),
                         samples: s.samples,
                         rollup: None,
                     })
@@ -302,11 +352,23 @@ impl<'q, Q: Querier> Engine<'q, Q> {
     /// Evaluates `expr` at `t` (ms).
     pub async fn instant(&self, expr: &Expr, t: i64) -> Result<QueryResult, QueryError> {
         self.timed(async {
+            let began = std::time::Instant::now();
             let loaded = self.load(expr, t, t, false).await?;
-            let ev = eval::Evaluator::new(&loaded, t, t, self.limits.lookback.as_millis() as i64);
-            if let Expr::MatrixSelector(ms) = expr {
+            tracing::debug!(
+                load_ms = began.elapsed().as_secs_f64() * 1000.0,
+                series = loaded.values().map(Vec::len).sum::<usize>(),
+                samples = loaded
+                    .values()
+                    .flatten()
+                    .map(|s| s.samples.len())
+                    .sum::<usize>(),
+                "instant query data loaded"
+            );
+            let ev = eval::Evaluator::new(&loaded, t, t, self.lookback(), self.subquery_step());
+            if matches!(expr, Expr::MatrixSelector(_) | Expr::Subquery(_)) {
                 let mut out: Vec<_> = ev
-                    .window(ms, t)
+                    .range_arg(expr, t)?
+                    .windows
                     .into_iter()
                     .map(|w| {
                         let points = w
@@ -314,7 +376,7 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                             .iter()
                             .map(|s| (s.timestamp_ms, s.value))
                             .collect();
-                        (w.labels.clone(), points)
+                        (Arc::unwrap_or_clone(w.labels), points)
                     })
                     .collect();
                 out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
@@ -352,30 +414,96 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".to_owned(),
             ));
         }
+        if let Some(kind) = match expr {
+            Expr::StringLiteral(_) => Some("string"),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => Some("range vector"),
+            _ => None,
+        } {
+            return Err(QueryError::BadData(format!(
+                "invalid expression type \"{kind}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
         let rollup =
             step >= self.querier.rollup_resolution_ms() && end - start > ROLLUP_MIN_RANGE_MS;
         self.timed(async {
+            let began = std::time::Instant::now();
             let loaded = self.load(expr, start, end, rollup).await?;
-            let ev = eval::Evaluator::new(&loaded, start, end, self.limits.lookback.as_millis() as i64);
-            let mut series: HashMap<nunchi_model::Labels, Vec<(i64, f64)>> = HashMap::new();
+            tracing::debug!(
+                load_ms = began.elapsed().as_secs_f64() * 1000.0,
+                series = loaded.values().map(Vec::len).sum::<usize>(),
+                "range query data loaded"
+            );
+            let steps = range::Steps {
+                start,
+                step,
+                n: ((end - start) / step + 1) as usize,
+            };
+            if let Some(tracks) = range::eval(&loaded, expr, &steps, self.lookback()) {
+                let mut out: Vec<_> = tracks
+                    .into_iter()
+                    .filter(|t| t.values.iter().any(Option::is_some))
+                    .map(|t| {
+                        let points = t
+                            .values
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, v)| Some((start + i as i64 * step, (*v)?)))
+                            .collect();
+                        (Arc::unwrap_or_clone(t.labels), points)
+                    })
+                    .collect();
+                out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
+                tracing::debug!(
+                    total_ms = began.elapsed().as_secs_f64() * 1000.0,
+                    "range query evaluated series by series"
+                );
+                return Ok(QueryResult::Matrix(out));
+            }
+            let ev =
+                eval::Evaluator::new(&loaded, start, end, self.lookback(), self.subquery_step());
+            // Series in order of first appearance; one map lookup per distinct label set
+            // (by address) rather than a hash of the labels at every step.
+            let mut index: HashMap<usize, usize> = HashMap::new();
+            let mut by_labels: HashMap<Arc<nunchi_model::Labels>, usize> = HashMap::new();
+            let mut series: Vec<Points> = Vec::new();
+            let mut keep: Vec<Arc<nunchi_model::Labels>> = Vec::new();
             let mut t = start;
             while t <= end {
-                match ev.eval(expr, t)? {
-                    Value::Scalar(v) => series.entry(Default::default()).or_default().push((t, v)),
-                    Value::Vector(v) => {
-                        for e in v {
-                            series.entry(e.labels).or_default().push((t, e.value));
-                        }
-                    }
+                let v = match ev.eval(expr, t)? {
+                    Value::Scalar(v) => vec![Element {
+                        labels: Arc::default(),
+                        value: v,
+                    }],
+                    Value::Vector(v) => v,
                     Value::String(_) => {
                         return Err(QueryError::BadData(
                             "invalid expression type \"string\" for range query, must be Scalar or instant Vector".to_owned(),
                         ));
                     }
+                };
+                for e in v {
+                    let ptr = Arc::as_ptr(&e.labels) as usize;
+                    let i = match index.get(&ptr) {
+                        Some(&i) => i,
+                        None => {
+                            let i = *by_labels.entry(e.labels.clone()).or_insert_with(|| {
+                                series.push((e.labels.clone(), Vec::new()));
+                                series.len() - 1
+                            });
+                            index.insert(ptr, i);
+                            // Held so the address stays unique for this query.
+                            keep.push(e.labels.clone());
+                            i
+                        }
+                    };
+                    series[i].1.push((t, e.value));
                 }
                 t += step;
             }
-            let mut out: Vec<_> = series.into_iter().collect();
+            let mut out: Vec<_> = series
+                .into_iter()
+                .map(|(l, p)| (Arc::unwrap_or_clone(l), p))
+                .collect();
             out.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(QueryResult::Matrix(out))
         })

@@ -1,5 +1,7 @@
 //! Values PromQL expressions evaluate to, and their Prometheus HTTP API JSON form.
 
+use std::sync::Arc;
+
 use nunchi_model::{Labels, METRIC_NAME};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -7,8 +9,8 @@ use serde::{Serialize, Serializer};
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Element {
-    /// Its labels.
-    pub labels: Labels,
+    /// Its labels (shared: most elements carry their series' set unchanged).
+    pub labels: Arc<Labels>,
     /// Its value.
     pub value: f64,
 }
@@ -55,19 +57,28 @@ pub enum QueryResult {
     Matrix(Vec<(Labels, Vec<(i64, f64)>)>),
 }
 
-/// A value as Prometheus writes it: Go's shortest float format, `+Inf`, `-Inf`, `NaN`.
+/// A value as Prometheus writes it (`jsonutil.MarshalFloat`): Go's shortest digits,
+/// plain below 1e21 and from 1e-6, with an exponent (`1e+21`, `6.5e-07`) outside;
+/// `+Inf`, `-Inf`, `NaN`.
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
-        "NaN".to_owned()
-    } else if v == f64::INFINITY {
-        "+Inf".to_owned()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_owned()
-    } else {
-        // Like Go's strconv.FormatFloat(v, 'f', -1, 64): shortest round-trip digits,
-        // never an exponent.
-        format!("{v}")
+        return "NaN".to_owned();
     }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned();
+    }
+    let abs = v.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        // Rust writes `6.5e-7`; Go writes `6.5e-07`.
+        let s = format!("{v:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    format!("{v}")
 }
 
 struct Point(i64, f64);
@@ -165,13 +176,20 @@ mod tests {
     fn values_are_written_as_prometheus_does() {
         assert_eq!(format_value(1.0), "1");
         assert_eq!(format_value(0.1), "0.1");
-        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(format_value(1e21), "1e+21");
+        assert_eq!(
+            format_value(123456789012345680000.0),
+            "123456789012345680000"
+        );
+        assert_eq!(format_value(6.540546422436074e-10), "6.540546422436074e-10");
+        assert_eq!(format_value(-2.5e-7), "-2.5e-07");
+        assert_eq!(format_value(0.000001), "0.000001");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_value(f64::NAN), "NaN");
         let r = QueryResult::Vector(
             1_500,
             vec![Element {
-                labels: Labels::from_pairs([("a", "b")]),
+                labels: Arc::new(Labels::from_pairs([("a", "b")])),
                 value: 2.5,
             }],
         );

@@ -41,6 +41,8 @@ struct MemSeries {
     ooo: Vec<Sample>,
     /// Largest timestamp ever appended (persisted or not); -inf for none.
     max_t: i64,
+    /// Smallest timestamp ever appended (persisted or not); +inf for none.
+    min_t: i64,
     /// Whether the series row is in the database.
     persisted: bool,
 }
@@ -77,6 +79,23 @@ pub struct FlushBatch {
 pub fn merge_in(out: &mut Vec<Sample>, extra: &[Sample]) {
     if extra.is_empty() {
         return;
+    }
+    // Common cases: one side wholly before the other (blocks read in time order, head
+    // after persisted data).
+    match (out.last(), out.first()) {
+        (None, _) => {
+            out.extend_from_slice(extra);
+            return;
+        }
+        (Some(last), _) if last.timestamp_ms < extra[0].timestamp_ms => {
+            out.extend_from_slice(extra);
+            return;
+        }
+        (_, Some(first)) if extra[extra.len() - 1].timestamp_ms < first.timestamp_ms => {
+            out.splice(0..0, extra.iter().copied());
+            return;
+        }
+        _ => {}
     }
     let mut merged = Vec::with_capacity(out.len() + extra.len());
     let (mut i, mut j) = (0, 0);
@@ -141,13 +160,15 @@ impl Head {
         }
         let series = s[slot].get_or_insert_with(|| MemSeries {
             max_t: i64::MIN,
+            min_t: i64::MAX,
             ..MemSeries::default()
         });
         f(series)
     }
 
-    /// Registers a persisted series (at start-up) with its newest persisted timestamp.
-    pub fn load_series(&self, r: SeriesRef, labels: &Labels, max_t: i64) {
+    /// Registers a persisted series (at start-up) with its oldest and newest persisted
+    /// timestamps.
+    pub fn load_series(&self, r: SeriesRef, labels: &Labels, min_t: i64, max_t: i64) {
         let pairs: Vec<(&str, &str)> = labels
             .iter()
             .map(|l| (l.name.as_str(), l.value.as_str()))
@@ -157,7 +178,21 @@ impl Head {
         self.with_series(r, |s| {
             s.persisted = true;
             s.max_t = max_t;
+            s.min_t = min_t;
         });
+    }
+
+    /// Oldest and newest timestamps a series has had (its data may have gaps, and
+    /// retention may since have removed its oldest samples).
+    pub fn span(&self, r: SeriesRef) -> Option<(i64, i64)> {
+        let (stripe, slot) = stripe_of(r);
+        let s = self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.get(slot)?
+            .as_ref()
+            .filter(|x| x.min_t <= x.max_t)
+            .map(|x| (x.min_t, x.max_t))
     }
 
     /// Samples held in memory (appended and not yet flushed).
@@ -414,6 +449,7 @@ fn append_one(s: &mut MemSeries, t: i64, v: f64, window: i64, out: &mut AppendOu
         }
     }
     s.max_t = s.max_t.max(t);
+    s.min_t = s.min_t.min(t);
     out.appended += 1;
 }
 

@@ -183,6 +183,15 @@ impl Index {
         ))
     }
 
+    /// Calls `f` with each (name, value) of a live series, by name.
+    pub fn for_each_pair(&self, r: SeriesRef, mut f: impl FnMut(&str, &str)) {
+        if let Some(Some(syms)) = self.series.get(r as usize) {
+            for &(n, v) in syms.iter() {
+                f(self.symbols.str(n), self.symbols.str(v));
+            }
+        }
+    }
+
     /// Every live series ref, ascending.
     pub fn all(&self) -> Vec<SeriesRef> {
         self.series

@@ -16,6 +16,7 @@ pub mod block;
 pub mod chunk;
 pub mod head;
 pub mod index;
+pub mod metadata;
 pub mod persist;
 pub mod wal;
 
@@ -236,6 +237,7 @@ pub struct Storage {
     pending: tokio::sync::Mutex<Vec<(u64, Arc<FlushBatch>)>>,
     last_error: Mutex<Option<String>>,
     metrics: StorageMetrics,
+    metadata: metadata::MetadataStore,
 }
 
 impl Storage {
@@ -258,15 +260,17 @@ impl Storage {
         let head = Head::new(ms(opts.out_of_order_window));
         let loaded = db.load_series().await?;
         let n = loaded.len();
-        for (r, labels, max_t) in loaded {
-            head.load_series(r, &labels, max_t);
+        for (r, labels, min_t, max_t) in loaded {
+            head.load_series(r, &labels, min_t, max_t);
         }
         let mut replayed_samples = 0u64;
+        let metadata = metadata::MetadataStore::default();
         let (wal, replayed) = Wal::open(&opts.data_dir.join("wal"), opts.wal_sync, |payload| {
             match remote_write::decode(payload, usize::MAX) {
                 Ok(mut req) => {
                     canonicalize(&mut req);
                     replayed_samples += head.append_replay(&req).appended;
+                    metadata.record(&req.metadata);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "skipping an undecodable write-ahead log record")
@@ -291,6 +295,7 @@ impl Storage {
             pending: tokio::sync::Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             metrics,
+            metadata,
         });
         s.update_gauges();
         Ok(s)
@@ -321,8 +326,14 @@ impl Storage {
             return Err(e.into());
         }
         let o = self.head.append(req);
+        self.metadata.record(&req.metadata);
         self.metrics.record(&o);
         Ok(o)
+    }
+
+    /// Metric metadata senders declared.
+    pub fn metadata(&self) -> &metadata::MetadataStore {
+        &self.metadata
     }
 
     /// How many of a request's series are new.
@@ -515,9 +526,69 @@ impl Storage {
         Ok(out)
     }
 
-    /// Label names of the series known.
-    pub fn label_names(&self) -> Vec<String> {
-        self.head.index().label_names()
+    /// Series matching any of the matcher sets (every series when there are none) whose
+    /// time span overlaps `[start, end]`, ascending by ref.
+    pub fn series_refs(&self, sets: &[Vec<Matcher>], start: i64, end: i64) -> Vec<SeriesRef> {
+        let start = start.max(now_ms() - ms(self.opts.retention));
+        let mut refs: Vec<SeriesRef> = if sets.is_empty() {
+            self.head.index().all()
+        } else {
+            let ix = self.head.index();
+            sets.iter().flat_map(|m| ix.select(m)).collect()
+        };
+        refs.sort_unstable();
+        refs.dedup();
+        refs.retain(|&r| {
+            self.head
+                .span(r)
+                .is_some_and(|(min_t, max_t)| min_t <= end && max_t >= start)
+        });
+        refs
+    }
+
+    /// Label sets of [`Storage::series_refs`], sorted.
+    pub fn series(&self, sets: &[Vec<Matcher>], start: i64, end: i64) -> Vec<Labels> {
+        let refs = self.series_refs(sets, start, end);
+        let ix = self.head.index();
+        let mut out: Vec<Labels> = refs.iter().filter_map(|&r| ix.labels(r)).collect();
+        out.sort();
+        out
+    }
+
+    /// Label names used by [`Storage::series_refs`], sorted.
+    pub fn label_names(&self, sets: &[Vec<Matcher>], start: i64, end: i64) -> Vec<String> {
+        let refs = self.series_refs(sets, start, end);
+        let ix = self.head.index();
+        let mut names = std::collections::BTreeSet::new();
+        for r in refs {
+            ix.for_each_pair(r, |n, _| {
+                if !names.contains(n) {
+                    names.insert(n.to_owned());
+                }
+            });
+        }
+        names.into_iter().collect()
+    }
+
+    /// Values of label `name` in [`Storage::series_refs`], sorted.
+    pub fn label_values(
+        &self,
+        name: &str,
+        sets: &[Vec<Matcher>],
+        start: i64,
+        end: i64,
+    ) -> Vec<String> {
+        let refs = self.series_refs(sets, start, end);
+        let ix = self.head.index();
+        let mut values = std::collections::BTreeSet::new();
+        for r in refs {
+            ix.for_each_pair(r, |n, v| {
+                if n == name && !values.contains(v) {
+                    values.insert(v.to_owned());
+                }
+            });
+        }
+        values.into_iter().collect()
     }
 
     /// Current health.

@@ -191,9 +191,9 @@ impl Persist {
         })
     }
 
-    /// Every persisted series with the newest timestamp of its raw chunks (loads the
-    /// symbol table first).
-    pub async fn load_series(&self) -> Result<Vec<(SeriesRef, Labels, i64)>, PersistError> {
+    /// Every persisted series with the oldest and newest timestamps of its raw chunks
+    /// (loads the symbol table first).
+    pub async fn load_series(&self) -> Result<Vec<(SeriesRef, Labels, i64, i64)>, PersistError> {
         let mut symbols = self.symbols.lock().await;
         let rows = sqlx::query("SELECT id, value FROM symbols ORDER BY id")
             .fetch_all(&self.pool)
@@ -207,7 +207,7 @@ impl Persist {
         }
         symbols.commit(fresh);
         let rows = sqlx::query(
-            "SELECT s.id, s.labels, COALESCE((SELECT MAX(c.max_t) FROM chunks c WHERE c.series_id = s.id), -9223372036854775807) FROM series s",
+            "SELECT s.id, s.labels, COALESCE((SELECT MIN(c.min_t) FROM chunks c WHERE c.series_id = s.id), 9223372036854775807), COALESCE((SELECT MAX(c.max_t) FROM chunks c WHERE c.series_id = s.id), -9223372036854775807) FROM series s",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -215,8 +215,9 @@ impl Persist {
             .map(|r| {
                 let id: i64 = r.try_get(0)?;
                 let labels: Vec<u8> = r.try_get(1)?;
-                let max_t: i64 = r.try_get(2)?;
-                Ok((id as SeriesRef, symbols.decode(id, &labels)?, max_t))
+                let min_t: i64 = r.try_get(2)?;
+                let max_t: i64 = r.try_get(3)?;
+                Ok((id as SeriesRef, symbols.decode(id, &labels)?, min_t, max_t))
             })
             .collect()
     }
@@ -320,20 +321,68 @@ impl Persist {
         mint: i64,
         maxt: i64,
     ) -> Result<RefMap<Vec<Sample>>, PersistError> {
-        let mut out: RefMap<Vec<Sample>> = RefMap::default();
+        let mut rows: Vec<(i64, Vec<u8>)> = Vec::new();
+        let began = std::time::Instant::now();
         self.for_each_blob(refs, "data", "", mint, maxt, |id, data| {
-            let mut got = Vec::new();
-            block::decode_raw(&data, mint, maxt, &mut got)
-                .map_err(|source| PersistError::Block { series: id, source })?;
-            let e = out.entry(id as SeriesRef).or_default();
-            if e.is_empty() {
-                *e = got;
-            } else {
-                merge_in(e, &got);
-            }
+            rows.push((id, data));
             Ok(())
         })
         .await?;
+        tracing::debug!(
+            rows = rows.len(),
+            bytes = rows.iter().map(|r| r.1.len()).sum::<usize>(),
+            fetch_ms = began.elapsed().as_secs_f64() * 1000.0,
+            "raw chunks fetched"
+        );
+        // Rows come ordered by series: split them at series boundaries and decode the
+        // parts on all cores.
+        let parts = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(rows.len() / 64 + 1);
+        let decode = |rows: &[(i64, Vec<u8>)]| -> Result<RefMap<Vec<Sample>>, PersistError> {
+            let mut out: RefMap<Vec<Sample>> = RefMap::default();
+            let mut got = Vec::new();
+            for (id, data) in rows {
+                got.clear();
+                block::decode_raw(data, mint, maxt, &mut got).map_err(|source| {
+                    PersistError::Block {
+                        series: *id,
+                        source,
+                    }
+                })?;
+                merge_in(out.entry(*id as SeriesRef).or_default(), &got);
+            }
+            Ok(out)
+        };
+        if parts <= 1 {
+            return decode(&rows);
+        }
+        let mut bounds = vec![0];
+        for p in 1..parts {
+            let mut i = rows.len() * p / parts;
+            while i < rows.len() && i > 0 && rows[i].0 == rows[i - 1].0 {
+                i += 1;
+            }
+            bounds.push(i.max(*bounds.last().unwrap_or(&0)));
+        }
+        bounds.push(rows.len());
+        let results: Vec<Result<RefMap<Vec<Sample>>, PersistError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let part = &rows[w[0]..w[1]];
+                    sc.spawn(move || decode(part))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut out: RefMap<Vec<Sample>> = RefMap::default();
+        for r in results {
+            out.extend(r?);
+        }
         Ok(out)
     }
 

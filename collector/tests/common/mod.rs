@@ -3,6 +3,8 @@
 //! Debian's Prometheus.
 #![allow(dead_code, unused_imports, missing_docs, unreachable_pub)]
 
+pub mod dataset;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -179,6 +181,17 @@ impl Collector {
         c.wait().ok()
     }
 
+    /// Sends SIGHUP (reload rules and alerting config).
+    #[allow(dead_code)]
+    pub fn hup(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg("-HUP")
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
     /// Starts the same binary on the same port and data again.
     pub async fn restart(&mut self) {
         self.kill9();
@@ -244,5 +257,38 @@ pub async fn start_prometheus(dir: &Path, config: &str, extra: &[&str]) -> (Serv
     })
     .await
     .expect("prometheus ready");
+    (server, base)
+}
+
+/// Starts Debian's VictoriaMetrics (single node) on `port`, data under `dir`; waits until
+/// it is healthy.
+pub async fn start_victoria(dir: &Path, port: u16) -> (Server, String) {
+    let bin = require("victoria-metrics", "victoria-metrics");
+    let log = std::fs::File::create(dir.join("victoria-metrics.log")).expect("log");
+    let child = Command::new(bin)
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.join("vm-data").display()
+        ))
+        .arg("-retentionPeriod=1y")
+        // Answer queries up to now, not 30 s behind (the default), so tests need not wait.
+        .arg("-search.latencyOffset=0s")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start victoria-metrics");
+    let server = Server(child);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(60), || async {
+        http_get(format!("{base}/health"))
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await
+    .expect("victoria-metrics healthy");
     (server, base)
 }

@@ -1,0 +1,552 @@
+//! Query latency against real peers from Debian's packages: nunchi-collector,
+//! VictoriaMetrics and Prometheus are loaded with the same data through remote_write, then
+//! asked the same questions over the Prometheus HTTP API.
+//!
+//! `cargo bench -p nunchi-collector --bench queries -- [TRIALS]` (default 50;
+//! `NUNCHI_BENCH_PEERS` picks the systems).
+//!
+//! - Dashboard: a 24 h range query at a 60 s step over 1,000 series (125 hosts x 2 CPUs x
+//!   4 busy modes, 15 s samples): `sum by (instance) (rate(...[5m]))`, the panel every host
+//!   dashboard has; and the same without the `sum` (1,000 result series).
+//! - Rules: every expression of `rules/default.yml` evaluated once at the data's end, in
+//!   order, as a rule group is, over a fleet of 10,047 series (200 hosts of host metrics,
+//!   23 feed-service instances with latency histograms, pool, cache and fan-out metrics;
+//!   75 minutes of 15 s samples, plus a slice of yesterday for the DAU rule).
+//!
+//! Each system's data is settled before timing: nunchi flushed and compacted, VictoriaMetrics
+//! flushed (its query cache off), Prometheus' head compacted to blocks as it does on its
+//! own. p50 and p99 are over TRIALS runs after 3 warm-up runs; times are client-side, the
+//! whole HTTP exchange.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nunchi_codec::remote_write::{self, WriteRequest};
+use nunchi_model::{Labels, Sample, Series};
+use nunchi_testkit::{client, http_get, now_ms, urlencode};
+use support::Lcg;
+
+const STEP_MS: i64 = 15_000;
+const DAY_MS: i64 = 86_400_000;
+const DASH: &str =
+    "sum by (instance) (rate(node_cpu_seconds_total{job=\"dash\",mode!=\"idle\"}[5m]))";
+const DASH_RAW: &str = "rate(node_cpu_seconds_total{job=\"dash\",mode!=\"idle\"}[5m])";
+
+/// How a generated series moves.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A counter growing by up to `max` per sample.
+    Counter { max: u64 },
+    /// A gauge wandering around `base` by up to `spread`.
+    Gauge { base: f64, spread: u64 },
+    /// A constant.
+    Constant(f64),
+}
+
+struct Gen {
+    labels: Labels,
+    shape: Shape,
+    /// Sample time ranges, `[from, to)`.
+    spans: Vec<(i64, i64)>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
+}
+
+/// The dashboard's 1,250 series (1,000 of them busy modes) over 24 h.
+fn dashboard(end: i64) -> Vec<Gen> {
+    let mut out = Vec::new();
+    for h in 0..125 {
+        let instance = format!("dash-{h:03}:9100");
+        for cpu in ["0", "1"] {
+            for mode in ["idle", "user", "system", "iowait", "irq"] {
+                out.push(Gen {
+                    labels: labels(&[
+                        ("__name__", "node_cpu_seconds_total"),
+                        ("job", "dash"),
+                        ("instance", &instance),
+                        ("cpu", cpu),
+                        ("mode", mode),
+                    ]),
+                    shape: Shape::Counter { max: 1500 },
+                    spans: vec![(end - DAY_MS, end + 1)],
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The fleet the default rules watch: 10,047 series over the last 75 minutes.
+fn fleet(end: i64) -> Vec<Gen> {
+    let recent = vec![(end - 75 * 60_000, end + 1)];
+    let mut out = Vec::new();
+    let mut dau = Vec::new();
+    let mut push = |pairs: &[(&str, &str)], shape: Shape| {
+        out.push(Gen {
+            labels: labels(pairs),
+            shape,
+            spans: recent.clone(),
+        })
+    };
+    for h in 0..200 {
+        let i = format!("host-{h:03}:9100");
+        let i = i.as_str();
+        for cpu in ["0", "1", "2", "3"] {
+            for mode in [
+                "idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice",
+            ] {
+                push(
+                    &[
+                        ("__name__", "node_cpu_seconds_total"),
+                        ("job", "node"),
+                        ("instance", i),
+                        ("cpu", cpu),
+                        ("mode", mode),
+                    ],
+                    Shape::Counter { max: 1500 },
+                );
+            }
+        }
+        let node = |name: &'static str| [("__name__", name), ("job", "node"), ("instance", i)];
+        push(&node("node_memory_MemTotal_bytes"), Shape::Constant(16e9));
+        push(
+            &node("node_memory_MemAvailable_bytes"),
+            Shape::Gauge {
+                base: 6e9,
+                spread: 1 << 30,
+            },
+        );
+        push(
+            &node("node_load1"),
+            Shape::Gauge {
+                base: 1.0,
+                spread: 4,
+            },
+        );
+        push(&node("node_boot_time_seconds"), Shape::Constant(1.7e9));
+        for (mount, device) in [("/", "sda1"), ("/var", "sdb1")] {
+            for (name, shape) in [
+                (
+                    "node_filesystem_avail_bytes",
+                    Shape::Gauge {
+                        base: 4e10,
+                        spread: 1 << 28,
+                    },
+                ),
+                ("node_filesystem_size_bytes", Shape::Constant(1e11)),
+            ] {
+                push(
+                    &[
+                        ("__name__", name),
+                        ("job", "node"),
+                        ("instance", i),
+                        ("mountpoint", mount),
+                        ("device", device),
+                        ("fstype", "ext4"),
+                    ],
+                    shape,
+                );
+            }
+        }
+    }
+    let les = [
+        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
+        "2.5", "5", "+Inf",
+    ];
+    for f in 0..23 {
+        let i = format!("feed-{f:02}:8080");
+        let i = i.as_str();
+        for route in ["/feed", "/posts", "/follow", "/users/{id}"] {
+            for status in ["200", "500"] {
+                push(
+                    &[
+                        ("__name__", "http_requests_total"),
+                        ("job", "feed"),
+                        ("instance", i),
+                        ("route", route),
+                        ("method", "GET"),
+                        ("status", status),
+                    ],
+                    Shape::Counter {
+                        max: if status == "200" { 500 } else { 5 },
+                    },
+                );
+            }
+            for (k, le) in les.iter().enumerate() {
+                push(
+                    &[
+                        ("__name__", "http_request_duration_seconds_bucket"),
+                        ("job", "feed"),
+                        ("instance", i),
+                        ("route", route),
+                        ("method", "GET"),
+                        ("le", le),
+                    ],
+                    Shape::Counter {
+                        max: 40 * (k as u64 + 1),
+                    },
+                );
+            }
+        }
+        for (k, le) in les.iter().enumerate() {
+            push(
+                &[
+                    ("__name__", "feed_db_pool_acquire_seconds_bucket"),
+                    ("job", "feed"),
+                    ("instance", i),
+                    ("le", le),
+                ],
+                Shape::Counter {
+                    max: 40 * (k as u64 + 1),
+                },
+            );
+        }
+        for cache in ["feed", "user", "celebrity"] {
+            for result in ["hit", "miss"] {
+                push(
+                    &[
+                        ("__name__", "feed_cache_requests_total"),
+                        ("job", "feed"),
+                        ("instance", i),
+                        ("cache", cache),
+                        ("result", result),
+                    ],
+                    Shape::Counter {
+                        max: if result == "hit" { 900 } else { 100 },
+                    },
+                );
+            }
+        }
+        let feed = |name: &'static str| [("__name__", name), ("job", "feed"), ("instance", i)];
+        for state in ["in_use", "idle"] {
+            push(
+                &[
+                    ("__name__", "feed_db_pool_connections"),
+                    ("job", "feed"),
+                    ("instance", i),
+                    ("state", state),
+                ],
+                Shape::Gauge {
+                    base: 4.0,
+                    spread: 8,
+                },
+            );
+        }
+        push(&feed("feed_db_pool_max_connections"), Shape::Constant(16.0));
+        push(
+            &feed("feed_fanout_lag_seconds"),
+            Shape::Gauge {
+                base: 0.5,
+                spread: 3,
+            },
+        );
+        dau.push(Gen {
+            labels: labels(&feed("feed_dau")),
+            shape: Shape::Gauge {
+                base: 50_000.0,
+                spread: 5_000,
+            },
+            spans: vec![(end - DAY_MS - 10 * 60_000, end - DAY_MS + 1), recent[0]],
+        });
+    }
+    out.extend(dau);
+    out
+}
+
+/// remote_write bodies carrying every generated sample, in time order per series (hour
+/// slices outermost), 500 series per request.
+fn encode(gens: &[Gen], end: i64) -> Vec<bytes::Bytes> {
+    let mut rng = Lcg(7);
+    let mut values: Vec<f64> = gens
+        .iter()
+        .map(|g| match g.shape {
+            Shape::Counter { .. } => (rng.next() % 100_000) as f64,
+            Shape::Gauge { base, .. } => base,
+            Shape::Constant(v) => v,
+        })
+        .collect();
+    let start = gens
+        .iter()
+        .flat_map(|g| g.spans.iter().map(|s| s.0))
+        .min()
+        .unwrap_or(end);
+    let first = start.div_euclid(STEP_MS) * STEP_MS;
+    let mut bodies = Vec::new();
+    let mut slice = first;
+    while slice <= end {
+        let slice_end = slice + 3_600_000;
+        for chunk in (0..gens.len()).collect::<Vec<_>>().chunks(500) {
+            let mut series = Vec::new();
+            for &gi in chunk {
+                let g = &gens[gi];
+                let mut samples = Vec::new();
+                let mut t = slice;
+                while t < slice_end.min(end + 1) {
+                    if g.spans.iter().any(|&(a, b)| t >= a && t < b) {
+                        let v = &mut values[gi];
+                        match g.shape {
+                            Shape::Counter { max } => *v += (rng.next() % (max + 1)) as f64,
+                            Shape::Gauge { base, spread } => {
+                                *v = base + (rng.next() % (spread + 1)) as f64
+                            }
+                            Shape::Constant(_) => {}
+                        }
+                        samples.push(Sample {
+                            timestamp_ms: t,
+                            value: *v,
+                        });
+                    }
+                    t += STEP_MS;
+                }
+                if !samples.is_empty() {
+                    series.push(Series {
+                        labels: g.labels.clone(),
+                        samples,
+                    });
+                }
+            }
+            if !series.is_empty() {
+                bodies.push(bytes::Bytes::from(remote_write::encode(
+                    &WriteRequest::from_series(&series),
+                )));
+            }
+        }
+        slice = slice_end;
+    }
+    bodies
+}
+
+async fn load(url: &str, bodies: &Arc<Vec<bytes::Bytes>>) {
+    let c = client();
+    for (i, b) in bodies.iter().enumerate() {
+        let r = c
+            .post(url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(b.clone())
+            .send()
+            .await
+            .expect("push");
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "{url}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+        if (i + 1) % 200 == 0 {
+            eprintln!("  {} of {} requests", i + 1, bodies.len());
+        }
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until the system has put the data where it keeps it for good.
+async fn settle(p: &support::Peer) {
+    match p.name {
+        "nunchi" => {
+            let r = client()
+                .post(format!("{}/api/v1/admin/compact", p.base))
+                .send()
+                .await
+                .expect("compact");
+            assert!(r.status().is_success(), "compact failed");
+        }
+        "victoria-metrics" => {
+            let _ = http_get(format!("{}/internal/force_flush", p.base)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        _ => {
+            // Prometheus compacts its head once it spans over 3 h; wait for that to end.
+            for _ in 0..120 {
+                let text = match http_get(format!("{}/metrics", p.base)).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let span = metric(&text, "prometheus_tsdb_head_max_time")
+                    .zip(metric(&text, "prometheus_tsdb_head_min_time"))
+                    .map(|(max, min)| max - min);
+                if span.is_some_and(|s| s <= 3.0 * 3_600_000.0) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+async fn timed_get(url: &str) -> (Duration, serde_json::Value) {
+    let c = client();
+    let start = Instant::now();
+    let r = c.get(url).send().await.expect("query");
+    let body = r.bytes().await.expect("body");
+    let took = start.elapsed();
+    (took, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Figures {
+    name: &'static str,
+    dash: (f64, f64),
+    dash_raw: (f64, f64),
+    rules: (f64, f64),
+}
+
+async fn measure(
+    name: &'static str,
+    bodies: &Arc<Vec<bytes::Bytes>>,
+    end: i64,
+    exprs: &[String],
+    trials: usize,
+) -> Figures {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = support::start(name, dir.path()).await;
+    eprintln!("{name}: loading {} requests", bodies.len());
+    load(&p.write_url(), bodies).await;
+    eprintln!("{name}: settling");
+    settle(&p).await;
+    let secs = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    let range = |q: &str| {
+        format!(
+            "{}/api/v1/query_range?query={}&start={}&end={}&step=60",
+            p.base,
+            urlencode(q),
+            secs(end - DAY_MS),
+            secs(end)
+        )
+    };
+    let run = |url: String, expect: Option<usize>| {
+        let name = p.name;
+        async move {
+            let mut times = Vec::new();
+            for i in 0..trials + 3 {
+                let (took, v) = timed_get(&url).await;
+                assert_eq!(v["status"], "success", "{name}: {url}: {v}");
+                if let Some(n) = expect {
+                    assert_eq!(
+                        v["data"]["result"].as_array().map(Vec::len),
+                        Some(n),
+                        "{name}: {url}"
+                    );
+                }
+                if i >= 3 {
+                    times.push(took.as_secs_f64() * 1000.0);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            (pct(&times, 0.5), pct(&times, 0.99))
+        }
+    };
+    eprintln!("{name}: dashboard queries");
+    let dash = run(range(DASH), Some(125)).await;
+    let dash_raw = run(range(DASH_RAW), Some(1000)).await;
+    eprintln!("{name}: rule set");
+    let mut times = Vec::new();
+    for i in 0..trials + 3 {
+        let start = Instant::now();
+        for e in exprs {
+            let url = format!(
+                "{}/api/v1/query?query={}&time={}",
+                p.base,
+                urlencode(e),
+                secs(end)
+            );
+            let (_, v) = timed_get(&url).await;
+            assert_eq!(v["status"], "success", "{name}: {e}: {v}");
+        }
+        if i >= 3 {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Figures {
+        name,
+        dash,
+        dash_raw,
+        rules: (pct(&times, 0.5), pct(&times, 0.99)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RuleFile {
+    groups: Vec<Group>,
+}
+
+#[derive(serde::Deserialize)]
+struct Group {
+    rules: Vec<Rule>,
+}
+
+#[derive(serde::Deserialize)]
+struct Rule {
+    expr: String,
+}
+
+fn main() {
+    let trials: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
+    let rules: RuleFile = serde_saphyr::from_str(include_str!("../rules/default.yml"))
+        .expect("rules/default.yml parses");
+    let exprs: Vec<String> = rules
+        .groups
+        .iter()
+        .flat_map(|g| g.rules.iter().map(|r| r.expr.clone()))
+        .collect();
+    let end = (now_ms() - 120_000).div_euclid(STEP_MS) * STEP_MS;
+    let mut gens = dashboard(end);
+    let dash_series = gens.len();
+    gens.extend(fleet(end));
+    eprintln!(
+        "encoding {} dashboard series (24 h) and {} fleet series (75 min)...",
+        dash_series,
+        gens.len() - dash_series
+    );
+    let bodies = Arc::new(encode(&gens, end));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let figures: Vec<Figures> = support::selected()
+        .into_iter()
+        .map(|name| rt.block_on(measure(name, &bodies, end, &exprs, trials)))
+        .collect();
+    println!(
+        "\n{trials} trials after 3 warm-up runs; milliseconds, client-side\n\n| system | dashboard p50 | dashboard p99 | per-series p50 | per-series p99 | rule set ({} rules) p50 | rule set p99 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        exprs.len()
+    );
+    for f in &figures {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            f.name, f.dash.0, f.dash.1, f.dash_raw.0, f.dash_raw.1, f.rules.0, f.rules.1
+        );
+    }
+    if let Some(ours) = figures.iter().find(|f| f.name == "nunchi") {
+        for peer in figures.iter().filter(|f| f.name != "nunchi") {
+            println!(
+                "\nnunchi / {} (time, lower is better): dashboard p99 {:.2}x, per-series p99 {:.2}x, rule set p99 {:.2}x",
+                peer.name,
+                ours.dash.1 / peer.dash.1,
+                ours.dash_raw.1 / peer.dash_raw.1,
+                ours.rules.1 / peer.rules.1
+            );
+        }
+    }
+}

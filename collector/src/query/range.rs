@@ -1,0 +1,325 @@
+//! Series-major evaluation of range queries, for the shapes dashboards send most:
+//! selectors, functions of one range window over a range selector, aggregations
+//! (`sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`, `stdvar`) of those, unary
+//! minus, and arithmetic or comparison with a number. Each series is walked once, with
+//! cursors that move forward with the steps, instead of being searched at every step.
+//!
+//! Anything else (and any `@` modifier) returns `None` and goes to the per-step
+//! evaluator. Both paths compute values with the same functions, and the differential
+//! tests compare range queries of both kinds with Prometheus.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nunchi_model::{Labels, Sample, is_stale_nan};
+use promql_parser::parser::token::{
+    T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM, TokenId,
+};
+use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
+
+use super::aggregate::{Acc, group_labels};
+use super::binary::{apply, drops_name, is_comparison};
+use super::functions::{extrapolated_rate_scan, is_window_function, keeps_name, window_value};
+use super::value::drop_name;
+use super::{Loaded, LoadedSeries, offset_ms};
+
+/// The evaluation times of a range query.
+pub(crate) struct Steps {
+    pub(crate) start: i64,
+    pub(crate) step: i64,
+    pub(crate) n: usize,
+}
+
+impl Steps {
+    fn at(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One result series: its value at each step, `None` where it has none.
+pub(crate) struct Track {
+    pub(crate) labels: Arc<Labels>,
+    pub(crate) values: Vec<Option<f64>>,
+}
+
+/// Evaluates `e` at every step, or `None` when `e` is not a shape this path takes.
+pub(crate) fn eval(loaded: &Loaded, e: &Expr, steps: &Steps, lookback: i64) -> Option<Vec<Track>> {
+    match e {
+        Expr::Paren(p) => eval(loaded, &p.expr, steps, lookback),
+        Expr::VectorSelector(vs) if vs.at.is_none() => Some(selector(loaded, vs, steps, lookback)),
+        Expr::Call(c) if is_window_function(c.func.name) && c.args.args.len() == 1 => {
+            match c.args.args[0].as_ref() {
+                Expr::MatrixSelector(ms) if ms.vs.at.is_none() => {
+                    window_function(loaded, c.func.name, ms, steps)
+                }
+                _ => None,
+            }
+        }
+        Expr::Aggregate(a) if a.param.is_none() => {
+            let op = a.op.id();
+            if !matches!(
+                op,
+                T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
+            ) {
+                return None;
+            }
+            let inner = eval(loaded, &a.expr, steps, lookback)?;
+            Some(aggregate(op, &a.modifier, inner, steps))
+        }
+        Expr::Unary(u) => {
+            let inner = eval(loaded, &u.expr, steps, lookback)?;
+            unique(
+                inner
+                    .into_iter()
+                    .map(|t| Track {
+                        labels: Arc::new(drop_name(&t.labels)),
+                        values: t.values.into_iter().map(|v| v.map(|x| -x)).collect(),
+                    })
+                    .collect(),
+            )
+        }
+        Expr::Binary(b) if b.modifier.as_ref().is_none_or(|m| m.matching.is_none()) => {
+            let op = b.op.id();
+            let (vector, number, swap) = match (b.lhs.as_ref(), b.rhs.as_ref()) {
+                (v, Expr::NumberLiteral(n)) => (v, n.val, false),
+                (Expr::NumberLiteral(n), v) => (v, n.val, true),
+                _ => return None,
+            };
+            let return_bool = b.return_bool();
+            let inner = eval(loaded, vector, steps, lookback)?;
+            let drop = drops_name(op) || return_bool;
+            let cmp = is_comparison(op);
+            let tracks = inner
+                .into_iter()
+                .map(|t| Track {
+                    labels: if drop {
+                        Arc::new(drop_name(&t.labels))
+                    } else {
+                        t.labels
+                    },
+                    values: t
+                        .values
+                        .into_iter()
+                        .map(|v| {
+                            let v = v?;
+                            scalar_op(op, v, number, swap, cmp, return_bool)
+                        })
+                        .collect(),
+                })
+                .collect();
+            unique(tracks)
+        }
+        _ => None,
+    }
+}
+
+/// A vector element `v` against a number, as the per-step evaluator does it.
+fn scalar_op(op: TokenId, v: f64, n: f64, swap: bool, cmp: bool, return_bool: bool) -> Option<f64> {
+    let (l, r) = if swap { (n, v) } else { (v, n) };
+    let (mut value, keep) = apply(op, l, r);
+    if cmp && swap {
+        value = v;
+    }
+    if return_bool {
+        return Some(if keep { 1.0 } else { 0.0 });
+    }
+    keep.then_some(value)
+}
+
+/// Refuses (leaves to the per-step path, which reports it) a result where two series have
+/// the same labels.
+fn unique(tracks: Vec<Track>) -> Option<Vec<Track>> {
+    let mut seen = std::collections::HashSet::with_capacity(tracks.len());
+    tracks
+        .iter()
+        .all(|t| seen.insert(t.labels.clone()))
+        .then_some(tracks)
+}
+
+fn series<'a>(loaded: &'a Loaded, vs: &VectorSelector) -> &'a [LoadedSeries] {
+    loaded
+        .get(&(vs as *const _ as usize))
+        .map_or(&[], Vec::as_slice)
+}
+
+fn selector(loaded: &Loaded, vs: &VectorSelector, steps: &Steps, lookback: i64) -> Vec<Track> {
+    let off = offset_ms(&vs.offset);
+    let mut out = Vec::new();
+    for s in series(loaded, vs) {
+        let mut j = 0;
+        let mut values = Vec::with_capacity(steps.n);
+        let mut any = false;
+        for i in 0..steps.n {
+            let at = steps.at(i) - off;
+            while j < s.samples.len() && s.samples[j].timestamp_ms <= at {
+                j += 1;
+            }
+            let v = j
+                .checked_sub(1)
+                .map(|k| s.samples[k])
+                .filter(|x| x.timestamp_ms >= at - lookback && !is_stale_nan(x.value))
+                .map(|x| x.value);
+            any |= v.is_some();
+            values.push(v);
+        }
+        if any {
+            out.push(Track {
+                labels: s.labels.clone(),
+                values,
+            });
+        }
+    }
+    out
+}
+
+fn window_function(
+    loaded: &Loaded,
+    name: &str,
+    ms: &MatrixSelector,
+    steps: &Steps,
+) -> Option<Vec<Track>> {
+    let off = offset_ms(&ms.vs.offset);
+    let range = ms.range.as_millis() as i64;
+    let keep = keeps_name(name);
+    let mut out = Vec::new();
+    let mut scratch: Vec<Sample> = Vec::new();
+    let counter_rate = matches!(name, "rate" | "increase");
+    // resets[k]: counter resets among samples 1..=k, so a window's are found in O(1).
+    let mut resets: Vec<u32> = Vec::new();
+    for s in series(loaded, &ms.vs) {
+        let stale = s.samples.iter().any(|x| is_stale_nan(x.value));
+        if counter_rate && !stale {
+            resets.clear();
+            let mut n = 0;
+            resets.push(0);
+            for w in s.samples.windows(2) {
+                n += u32::from(w[1].value < w[0].value);
+                resets.push(n);
+            }
+        }
+        let (mut a, mut b) = (0, 0);
+        let mut values = Vec::with_capacity(steps.n);
+        let mut any = false;
+        for i in 0..steps.n {
+            let end = steps.at(i) - off;
+            while a < s.samples.len() && s.samples[a].timestamp_ms < end - range {
+                a += 1;
+            }
+            b = b.max(a);
+            while b < s.samples.len() && s.samples[b].timestamp_ms <= end {
+                b += 1;
+            }
+            let raw = &s.samples[a..b];
+            let window: &[Sample] = if stale {
+                scratch.clear();
+                scratch.extend(raw.iter().filter(|x| !is_stale_nan(x.value)));
+                &scratch
+            } else {
+                raw
+            };
+            let v = if window.is_empty() {
+                None
+            } else if counter_rate && !stale {
+                let any_reset = b > a && resets[b - 1] > resets[a];
+                extrapolated_rate_scan(
+                    window,
+                    end - range,
+                    end,
+                    true,
+                    name == "rate",
+                    range,
+                    any_reset,
+                )
+            } else {
+                let rollup = s.rollup.as_deref().map(|r| &r[a..b]);
+                window_value(name, window, rollup, end, range)
+            };
+            any |= v.is_some();
+            values.push(v);
+        }
+        if any {
+            out.push(Track {
+                labels: if keep {
+                    s.labels.clone()
+                } else {
+                    Arc::new(drop_name(&s.labels))
+                },
+                values,
+            });
+        }
+    }
+    unique(out)
+}
+
+fn aggregate(
+    op: TokenId,
+    modifier: &Option<promql_parser::parser::LabelModifier>,
+    inner: Vec<Track>,
+    steps: &Steps,
+) -> Vec<Track> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<Track> = Vec::new();
+    let member_of: Vec<usize> = inner
+        .iter()
+        .map(|t| {
+            let key = group_labels(&t.labels, modifier, None);
+            *index.entry(key.clone()).or_insert_with(|| {
+                groups.push(Track {
+                    labels: Arc::new(key),
+                    values: vec![None; steps.n],
+                });
+                groups.len() - 1
+            })
+        })
+        .collect();
+    if matches!(op, T_SUM | T_COUNT | T_MIN | T_MAX | T_GROUP) {
+        // Plain arrays, group by group; per step, values are combined in series order,
+        // as the per-step evaluator does.
+        let n = steps.n;
+        let mut acc = vec![0.0f64; groups.len() * n];
+        let mut seen = vec![false; groups.len() * n];
+        for (t, &g) in inner.iter().zip(&member_of) {
+            let (acc, seen) = (&mut acc[g * n..(g + 1) * n], &mut seen[g * n..(g + 1) * n]);
+            for (i, v) in t.values.iter().enumerate() {
+                let Some(v) = *v else { continue };
+                acc[i] = match op {
+                    T_SUM => acc[i] + v,
+                    T_COUNT => acc[i] + 1.0,
+                    T_GROUP => 1.0,
+                    // NaN gives way to any number, as in Prometheus.
+                    T_MIN if seen[i] && !(v < acc[i] || acc[i].is_nan()) => acc[i],
+                    T_MAX if seen[i] && !(v > acc[i] || acc[i].is_nan()) => acc[i],
+                    _ => v,
+                };
+                seen[i] = true;
+            }
+        }
+        for (g, track) in groups.iter_mut().enumerate() {
+            for i in 0..n {
+                if seen[g * n + i] {
+                    track.values[i] = Some(acc[g * n + i]);
+                }
+            }
+        }
+        groups.retain(|g| g.values.iter().any(Option::is_some));
+        return groups;
+    }
+    let mut accs: Vec<Acc> = (0..groups.len()).map(|_| Acc::new()).collect();
+    for i in 0..steps.n {
+        for a in &mut accs {
+            *a = Acc::new();
+        }
+        for (t, &g) in inner.iter().zip(&member_of) {
+            if let Some(v) = t.values[i] {
+                accs[g].add(v, false);
+            }
+        }
+        for (g, a) in accs.iter_mut().enumerate() {
+            if a.count() > 0.0 {
+                groups[g].values[i] = Some(a.value(op, None));
+            }
+        }
+    }
+    groups.retain(|g| g.values.iter().any(Option::is_some));
+    groups
+}

@@ -1,0 +1,918 @@
+//! Rules and alert delivery end to end: the collector binary evaluates rule files over
+//! data pushed by remote_write and delivers to a local Slack API server and a webhook
+//! receiver that checks the HMAC signature (both real HTTP, from `nunchi_testkit::sinks`).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Collector, api_get, push, series};
+use nunchi_testkit::sinks::{SlackServer, WebhookReceiver};
+use nunchi_testkit::{client, now_ms, wait_for};
+use serde_json::Value;
+
+const SECRET: &str = "hook-secret-1234";
+
+/// Writes the rule file and alerting config, starts the collector with them.
+async fn start(dir: &Path, rules: &str, alerting: &str, extra: &[&str]) -> Collector {
+    std::fs::write(dir.join("rules.yml"), rules).expect("rules");
+    std::fs::write(dir.join("alertmanager.yml"), alerting).expect("alerting config");
+    let r = dir.join("rules.yml").display().to_string();
+    let a = dir.join("alertmanager.yml").display().to_string();
+    let mut args = vec![
+        "--rules",
+        &r,
+        "--alerting-config",
+        &a,
+        "--evaluation-interval",
+        "250ms",
+    ];
+    args.extend_from_slice(extra);
+    Collector::start(dir, &args).await
+}
+
+async fn set(c: &Collector, metric: &str, labels: &[(&str, &str)], v: f64) {
+    let mut l = vec![("__name__", metric)];
+    l.extend_from_slice(labels);
+    let (status, body) = push(&c.write_url(), &[series(&l, &[(now_ms(), v)])], None).await;
+    assert_eq!(status, 204, "{body}");
+}
+
+fn bot_slack(slack: &SlackServer) -> String {
+    format!(
+        "    slack_configs:\n      - api_url: {}/chat.postMessage\n        channel: '#alerts'\n        send_resolved: true\n        http_config:\n          authorization:\n            credentials: {}\n",
+        slack.api_url, slack.token
+    )
+}
+
+fn webhook(hook: &WebhookReceiver, path: &str, extra: &str) -> String {
+    format!(
+        "    webhook_configs:\n      - url: {}/{path}\n        hmac_secret: {SECRET}\n{extra}",
+        hook.url
+    )
+}
+
+async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    match wait_for(Duration::from_secs(secs), || {
+        let r = f();
+        async move { r }
+    })
+    .await
+    {
+        Some(v) => v,
+        None => panic!("timed out waiting for {what}"),
+    }
+}
+
+const CPU_RULE: &str = r#"groups:
+  - name: host
+    rules:
+      - alert: HighCPU
+        expr: cpu_usage > 0.7
+        labels:
+          severity: critical
+        annotations:
+          summary: "CPU at {{ $value | humanizePercentage }} on {{ $labels.instance }}"
+          runbook_url: https://runbooks.example/high-cpu
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_and_resolves_to_slack_and_a_signed_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    let hook = WebhookReceiver::start(SECRET).await;
+    let am = format!(
+        "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: oncall\n{}{}",
+        bot_slack(&slack),
+        webhook(&hook, "alerts", "")
+    );
+    let c = start(dir.path(), CPU_RULE, &am, &[]).await;
+    set(&c, "cpu_usage", &[("instance", "host-1")], 0.9).await;
+
+    let first = until("the firing Slack message", 15, || {
+        slack.messages().into_iter().next()
+    })
+    .await;
+    assert_eq!(first.method, "chat.postMessage");
+    assert_eq!(first.channel, "#alerts");
+    let text = first.all_text();
+    for want in [
+        "FIRING",
+        "HighCPU",
+        "critical",
+        "host-1",
+        "value *0.9* vs threshold *0.7*",
+        "CPU at 90% on host-1",
+        "runbook",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from {text}");
+    }
+    let fired = until("the firing webhook", 10, || {
+        hook.received().into_iter().next()
+    })
+    .await;
+    assert!(fired.signature_ok, "signature must verify");
+    let b = &fired.body;
+    assert_eq!(b["version"], "4");
+    assert_eq!(b["status"], "firing");
+    assert_eq!(b["receiver"], "oncall");
+    assert_eq!(b["truncatedAlerts"], 0);
+    assert_eq!(b["notification_reason"], "new_group");
+    assert_eq!(b["groupLabels"]["alertname"], "HighCPU");
+    assert_eq!(b["alerts"][0]["labels"]["instance"], "host-1");
+    assert_eq!(b["alerts"][0]["status"], "firing");
+    assert_eq!(
+        b["alerts"][0]["fingerprint"].as_str().map(str::len),
+        Some(16)
+    );
+
+    // Prometheus' APIs and series.
+    let alerts = api_get(&c.base, "/api/v1/alerts").await;
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
+    assert_eq!(alerts["data"]["alerts"][0]["value"], "9e-01");
+    let rules = api_get(&c.base, "/api/v1/rules?type=alert").await;
+    let rule = &rules["data"]["groups"][0]["rules"][0];
+    assert_eq!(
+        (
+            rule["name"].as_str(),
+            rule["state"].as_str(),
+            rule["health"].as_str()
+        ),
+        (Some("HighCPU"), Some("firing"), Some("ok")),
+        "{rules}"
+    );
+    let recorded = api_get(&c.base, "/api/v1/rules?type=record").await;
+    assert_eq!(
+        recorded["data"]["groups"][0]["rules"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let q = until_query(&c, "ALERTS{alertname=\"HighCPU\",alertstate=\"firing\"}").await;
+    assert_eq!(q["labels"]["instance"], "host-1");
+
+    // Resolve: the Slack message is updated in place, the webhook says resolved.
+    set(&c, "cpu_usage", &[("instance", "host-1")], 0.2).await;
+    let update = until("the Slack update", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.method == "chat.update")
+    })
+    .await;
+    assert_eq!(update.ts, first.ts, "the original message is updated");
+    assert!(
+        update.all_text().contains("RESOLVED"),
+        "{}",
+        update.all_text()
+    );
+    let resolved = until("the resolved webhook", 10, || {
+        hook.received()
+            .into_iter()
+            .find(|r| r.body["status"] == "resolved")
+    })
+    .await;
+    assert!(resolved.signature_ok);
+    assert_eq!(resolved.body["notification_reason"], "resolved");
+    assert_eq!(
+        slack
+            .messages()
+            .iter()
+            .filter(|m| m.method == "chat.postMessage")
+            .count(),
+        1,
+        "no second page"
+    );
+    assert_eq!(slack.rate_limited(), 0, "stays within Slack's rate");
+
+    // Every attempt is in the delivery log.
+    let d = api_get(&c.base, "/api/v1/deliveries").await;
+    let attempts = d["data"]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(attempts.len() >= 4, "{d}");
+    assert!(attempts.iter().all(|a| a["ok"] == true), "{d}");
+}
+
+async fn until_query(c: &Collector, q: &str) -> Value {
+    let base = c.base.clone();
+    let q = q.to_owned();
+    wait_for(Duration::from_secs(10), || {
+        let base = base.clone();
+        let q = q.clone();
+        async move {
+            let r = common::query(&base, &q, now_ms()).await;
+            r["data"]["result"]
+                .as_array()
+                .and_then(|a| a.first().cloned())
+                .map(|v| v["metric"].clone())
+                .map(|m| serde_json::json!({ "labels": m }))
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("{q} never returned a series"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouping_merges_silences_suppress_and_inhibition_mutes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    let rules = r#"groups:
+  - name: g
+    rules:
+      - alert: HighCPU
+        expr: cpu_usage > 0.7
+        labels: {severity: warning}
+      - alert: HostDown
+        expr: host_up == 0
+        labels: {severity: critical}
+      - alert: DiskFull
+        expr: disk_used > 0.9
+        labels: {severity: warning}
+      - alert: Noise
+        expr: noise > 0
+        labels: {severity: info}
+"#;
+    let am = format!(
+        "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: oncall\n{}inhibit_rules:\n  - source_matchers: [alertname=\"HostDown\"]\n    target_matchers: [severity=\"warning\"]\n    equal: [instance]\n",
+        bot_slack(&slack)
+    );
+    let c = start(dir.path(), rules, &am, &[]).await;
+
+    // A silence made through Alertmanager's v2 API.
+    let now = chrono::Utc::now();
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "Noise", "isRegex": false, "isEqual": true}],
+        "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "endsAt": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "createdBy": "test", "comment": "known noisy",
+    });
+    let r = client()
+        .post(format!("{}/api/v2/silences", c.base))
+        .json(&silence)
+        .send()
+        .await
+        .expect("POST silence");
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.expect("json")["silenceID"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("id");
+    let bad = client().post(format!("{}/api/v2/silences", c.base)).json(&serde_json::json!({"matchers": [], "startsAt": now.to_rfc3339(), "endsAt": now.to_rfc3339(), "createdBy": "x"})).send().await.expect("POST");
+    assert_eq!(bad.status(), 400, "an empty silence is refused");
+
+    // Two hosts breach in the same write: one message for the group.
+    let t = now_ms();
+    let both =
+        ["a", "b"].map(|h| series(&[("__name__", "cpu_usage"), ("instance", h)], &[(t, 0.95)]));
+    let (status, body) = push(&c.write_url(), &both, None).await;
+    assert_eq!(status, 204, "{body}");
+    set(&c, "noise", &[("instance", "a")], 1.0).await;
+    let m = until("the grouped message", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.all_text().contains("HighCPU"))
+    })
+    .await;
+    let text = m.all_text();
+    assert!(
+        text.contains("`a`") && text.contains("`b`"),
+        "both hosts in one message: {text}"
+    );
+    assert!(text.contains("(2)"), "{text}");
+
+    // Host c is down (critical) and its disk is full (warning): the warning is inhibited.
+    set(&c, "host_up", &[("instance", "c")], 0.0).await;
+    set(&c, "disk_used", &[("instance", "c")], 0.95).await;
+    set(&c, "disk_used", &[("instance", "d")], 0.95).await;
+    until("the HostDown page", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.all_text().contains("HostDown"))
+    })
+    .await;
+    let disk = until("the DiskFull message", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.all_text().contains("DiskFull"))
+    })
+    .await;
+    let disk_lines: Vec<String> = slack
+        .messages()
+        .iter()
+        .flat_map(|m| m.all_text().lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| l.contains("DiskFull"))
+        .collect();
+    assert!(disk.all_text().contains("`d`"), "{}", disk.all_text());
+    assert!(
+        disk_lines.iter().all(|l| !l.contains("`c`")),
+        "disk on c is inhibited by HostDown on c: {disk_lines:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !slack
+            .messages()
+            .iter()
+            .any(|m| m.all_text().contains("Noise")),
+        "silenced alert was sent"
+    );
+    let api_silences = api_get(&c.base, "/api/v2/silences").await;
+    assert_eq!(
+        api_silences[0]["status"]["state"], "active",
+        "{api_silences}"
+    );
+
+    // Expiring the silence lets the alert through.
+    let r = client()
+        .delete(format!("{}/api/v2/silence/{id}", c.base))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status(), 200);
+    set(&c, "noise", &[("instance", "a")], 2.0).await;
+    until("the Noise message after expiry", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.all_text().contains("Noise"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_is_down_gets_retries_then_a_dead_letter_that_an_operator_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = WebhookReceiver::start(SECRET).await;
+    let ops = WebhookReceiver::start(SECRET).await;
+    hook.set_failing(true);
+    let am = format!(
+        "route:\n  receiver: hook\n  group_wait: 0s\nreceivers:\n  - name: hook\n{}    dead_letter:\n      policy: notify\n      notify_receiver: ops\n  - name: ops\n{}",
+        webhook(&hook, "down", "        retry_delays: [200ms, 400ms]\n"),
+        webhook(&ops, "ops", "")
+    );
+    let c = start(dir.path(), CPU_RULE, &am, &[]).await;
+    set(&c, "cpu_usage", &[("instance", "host-1")], 0.9).await;
+    let dead = until_dead_letter(&c).await;
+    assert_eq!(hook.attempts(), 3, "first attempt and two retries");
+    assert_eq!(dead["attempts"], 3);
+    assert!(
+        dead["last_error"].as_str().unwrap_or("").contains("503"),
+        "{dead}"
+    );
+    assert!(hook.received().is_empty());
+    let notice = until("the dead-letter notice to ops", 10, || {
+        ops.received().into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        notice.body["alerts"][0]["labels"]["alertname"], "NotificationDeadLettered",
+        "{}",
+        notice.body
+    );
+    assert_eq!(notice.body["alerts"][0]["labels"]["receiver"], "hook");
+
+    hook.set_failing(false);
+    let id = dead["id"].as_i64().expect("id");
+    let r = client()
+        .post(format!("{}/api/v1/deliveries/{id}/retry", c.base))
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(r.status(), 200);
+    let got = until("the retried notification", 10, || {
+        hook.received().into_iter().next()
+    })
+    .await;
+    assert!(got.signature_ok);
+    assert_eq!(got.body["alerts"][0]["labels"]["alertname"], "HighCPU");
+    assert_eq!(got.body["notification_reason"], "manual_retry");
+    let again = client()
+        .post(format!("{}/api/v1/deliveries/{id}/retry", c.base))
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(
+        again.status(),
+        400,
+        "a delivered notification is not a dead letter"
+    );
+}
+
+async fn until_dead_letter(c: &Collector) -> Value {
+    let base = c.base.clone();
+    wait_for(Duration::from_secs(20), || {
+        let base = base.clone();
+        async move {
+            let d = api_get(&base, "/api/v1/deliveries").await;
+            d["data"]["deadLetters"]
+                .as_array()
+                .and_then(|a| a.first().cloned())
+        }
+    })
+    .await
+    .expect("a dead letter")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_while_firing_sends_no_second_page_and_the_resolve_still_comes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[query]\nlookback_delta = \"8s\"\n",
+    )
+    .expect("config");
+    let am = format!(
+        "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: oncall\n{}",
+        bot_slack(&slack)
+    );
+    let cfg = dir.path().join("collector.toml").display().to_string();
+    let mut c = start(dir.path(), CPU_RULE, &am, &["--config", &cfg]).await;
+    let keep_high = |c: &Collector| {
+        let url = c.write_url();
+        tokio::spawn(async move {
+            loop {
+                let s = series(
+                    &[("__name__", "cpu_usage"), ("instance", "host-1")],
+                    &[(now_ms(), 0.9)],
+                );
+                let _ = push(&url, &[s], None).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let pusher = keep_high(&c);
+    let first = until("the page", 15, || slack.messages().into_iter().next()).await;
+
+    // Killed while firing, back with the condition still true: no second page.
+    c.kill9();
+    pusher.abort();
+    c.restart().await;
+    let pusher = keep_high(&c);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let posts = slack
+        .messages()
+        .into_iter()
+        .filter(|m| m.method == "chat.postMessage")
+        .count();
+    assert_eq!(
+        posts,
+        1,
+        "paged again after a restart: {:?}",
+        slack
+            .messages()
+            .iter()
+            .map(|m| m.all_text())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        c.log_text().contains("alert state restored"),
+        "{}",
+        c.log_text()
+    );
+
+    // Killed while firing; the condition clears while it is down: the resolve comes.
+    pusher.abort();
+    c.kill9();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    c.restart().await;
+    let update = until("the resolve after restart", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.method == "chat.update")
+    })
+    .await;
+    assert_eq!(update.ts, first.ts);
+    assert!(update.all_text().contains("RESOLVED"));
+    assert_eq!(
+        slack
+            .messages()
+            .iter()
+            .filter(|m| m.method == "chat.postMessage")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_hooks_respect_cooldown_and_hold_on_missing_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = WebhookReceiver::start(SECRET).await;
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[query]\nlookback_delta = \"2s\"\n",
+    )
+    .expect("config");
+    let rules = r#"groups:
+  - name: scaling
+    rules:
+      - alert: FeedBusy
+        expr: avg(cpu_usage{job="feed"}) > 0.7
+        labels: {scale: out, scale_group: feed-app, scale_step: "2", severity: info}
+      - alert: FeedIdle
+        expr: avg(cpu_usage{job="feed"}) < 0.2
+        labels: {scale: in, scale_group: feed-app, severity: info}
+"#;
+    let am = format!(
+        "route:\n  receiver: none\nreceivers:\n  - name: none\nscale_hooks:\n  - name: autoscaler\n    url: {}/scale\n    hmac_secret: {SECRET}\n    cooldown: 3s\n",
+        hook.url
+    );
+    let cfg = dir.path().join("collector.toml").display().to_string();
+    let c = start(dir.path(), rules, &am, &["--config", &cfg]).await;
+    let url = c.write_url();
+    let pusher = tokio::spawn(async move {
+        loop {
+            let s = series(
+                &[
+                    ("__name__", "cpu_usage"),
+                    ("job", "feed"),
+                    ("instance", "f1"),
+                ],
+                &[(now_ms(), 0.9)],
+            );
+            let _ = push(&url, &[s], None).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let scale = |r: &nunchi_testkit::sinks::WebhookRequest| r.body["scale"].clone();
+    let first = until("a scale_out", 15, || {
+        hook.received()
+            .into_iter()
+            .find(|r| r.body["scale"]["action"] == "scale_out")
+    })
+    .await;
+    assert!(first.signature_ok);
+    let s = scale(&first);
+    assert_eq!(
+        (s["step"].as_u64(), s["target_group"].as_str()),
+        (Some(2), Some("feed-app")),
+        "{s}"
+    );
+    assert_eq!(s["threshold"].as_f64(), Some(0.7));
+    assert!(
+        (s["value"].as_f64().unwrap_or(0.0) - 0.9).abs() < 1e-9,
+        "{s}"
+    );
+    assert!(s["idempotency_key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(s["cooldown_until"].as_str().is_some());
+
+    // Still breaching: nothing more inside the 3 s cooldown, the next step after it.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let outs = |h: &WebhookReceiver| {
+        h.received()
+            .into_iter()
+            .filter(|r| r.body["scale"]["action"] == "scale_out")
+            .count()
+    };
+    assert_eq!(outs(&hook), 1, "a second scale_out inside the cooldown");
+    until("the next scale_out after the cooldown", 10, || {
+        (outs(&hook) >= 2).then_some(())
+    })
+    .await;
+    let outs_seen = hook
+        .received()
+        .into_iter()
+        .filter(|r| r.body["scale"]["action"] == "scale_out")
+        .collect::<Vec<_>>();
+    assert_ne!(
+        outs_seen[0].body["scale"]["idempotency_key"],
+        outs_seen[1].body["scale"]["idempotency_key"]
+    );
+    assert!(outs_seen[1].at.duration_since(outs_seen[0].at) >= Duration::from_millis(2900));
+
+    // The data stops (the series goes stale): hold, never scale_in.
+    pusher.abort();
+    let hold = until("a hold", 15, || {
+        hook.received()
+            .into_iter()
+            .find(|r| r.body["scale"]["action"] == "hold")
+    })
+    .await;
+    assert!(
+        hold.body["scale"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no data"),
+        "{}",
+        hold.body
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !hook
+            .received()
+            .iter()
+            .any(|r| r.body["scale"]["action"] == "scale_in"),
+        "scaled in on missing data"
+    );
+    let holds = hook
+        .received()
+        .iter()
+        .filter(|r| r.body["scale"]["action"] == "hold")
+        .count();
+    assert!(
+        holds <= 2,
+        "a hold is sent once per reason, not every evaluation ({holds})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_trigger_query_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = WebhookReceiver::start(SECRET).await;
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[query]\nmax_samples = 3\n",
+    )
+    .expect("config");
+    let rules = r#"groups:
+  - name: scaling
+    rules:
+      - alert: FeedIdle
+        expr: avg(avg_over_time(cpu_usage[10m])) < 0.2
+        labels: {scale: in, scale_group: feed-app}
+"#;
+    let am = format!(
+        "route:\n  receiver: none\nreceivers:\n  - name: none\nscale_hooks:\n  - name: autoscaler\n    url: {}/scale\n    hmac_secret: {SECRET}\n",
+        hook.url
+    );
+    let cfg = dir.path().join("collector.toml").display().to_string();
+    let c = start(dir.path(), rules, &am, &["--config", &cfg]).await;
+    let t = now_ms();
+    let s = series(
+        &[("__name__", "cpu_usage"), ("instance", "f1")],
+        &(0..10)
+            .map(|i| (t - 60_000 + i * 5000, 0.05))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(push(&c.write_url(), &[s], None).await.0, 204);
+    let hold = until("a hold for the failing query", 15, || {
+        hook.received().into_iter().find(|r| {
+            r.body["scale"]["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("query failed"))
+        })
+    })
+    .await;
+    assert_eq!(hold.body["scale"]["action"], "hold", "{}", hold.body);
+    assert!(
+        hook.received()
+            .iter()
+            .all(|r| r.body["scale"]["action"] == "hold"),
+        "only holds"
+    );
+    let rules = api_get(&c.base, "/api/v1/rules").await;
+    assert_eq!(
+        rules["data"]["groups"][0]["rules"][0]["health"], "err",
+        "{rules}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hysteresis_keeps_firing_until_the_clear_threshold_and_flapping_is_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    let rules = r#"groups:
+  - name: g
+    rules:
+      - alert: HotLoad
+        expr: load > 0.8
+        clear_threshold: 0.6
+      - alert: Flappy
+        expr: flappy > 1
+        flap_window: 1m
+        flap_max_changes: 3
+"#;
+    let am = format!(
+        "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: oncall\n{}",
+        bot_slack(&slack)
+    );
+    let c = start(dir.path(), rules, &am, &[]).await;
+    let state = |name: &'static str| {
+        let base = c.base.clone();
+        async move {
+            let a = api_get(&base, "/api/v1/alerts").await;
+            a["data"]["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|x| x["labels"]["alertname"] == name)
+        }
+    };
+    set(&c, "load", &[], 0.9).await;
+    until("HotLoad page", 10, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.all_text().contains("HotLoad"))
+    })
+    .await;
+    set(&c, "load", &[], 0.7).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        state("HotLoad").await.map(|a| a["state"].clone()),
+        Some("firing".into()),
+        "0.7 is above the clear threshold"
+    );
+    set(&c, "load", &[], 0.5).await;
+    until("HotLoad resolved", 10, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.method == "chat.update" && m.all_text().contains("HotLoad"))
+    })
+    .await;
+
+    // Flapping: once it has changed state more than 3 times, one "flapping" message, then
+    // nothing while it keeps flapping.
+    let flip = |i: usize| if i % 2 == 0 { 2.0 } else { 0.0 };
+    for i in 0..6 {
+        set(&c, "flappy", &[], flip(i)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let notice = until("the flapping notice", 10, || {
+        slack
+            .messages()
+            .into_iter()
+            .position(|m| m.all_text().contains("FLAPPING"))
+    })
+    .await;
+    for i in 6..14 {
+        set(&c, "flappy", &[], flip(i)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let flappy: Vec<_> = slack
+        .messages()
+        .into_iter()
+        .filter(|m| m.all_text().contains("Flappy"))
+        .collect();
+    let after = slack.messages().len() - notice - 1;
+    assert_eq!(
+        after,
+        0,
+        "messages after the flapping notice: {:?}",
+        flappy
+            .iter()
+            .map(|m| (m.method.clone(), m.all_text()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        flappy.len() <= 5,
+        "{} messages for 14 state changes",
+        flappy.len()
+    );
+    let a = state("Flappy").await;
+    let rules = api_get(&c.base, "/api/v1/rules").await;
+    let flap_alert = rules["data"]["groups"][0]["rules"][1]["alerts"]
+        .as_array()
+        .and_then(|v| v.first().cloned());
+    assert!(
+        a.is_some_and(|x| x["flapping"] == true)
+            || flap_alert.is_some_and(|x| x["flapping"] == true),
+        "{rules}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_rule_file_keeps_the_old_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(
+        dir.path(),
+        CPU_RULE,
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        &[],
+    )
+    .await;
+    let names = || async {
+        let r = api_get(&c.base, "/api/v1/rules").await;
+        r["data"]["groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| r["name"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names().await, ["HighCPU"]);
+    let path = dir.path().join("rules.yml");
+    std::fs::write(
+        &path,
+        "groups:\n  - name: host\n    rules:\n      - alert: Broken\n        expr: sum(cpu_usage\n",
+    )
+    .expect("write");
+    let r = client()
+        .post(format!("{}/-/reload", c.base))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("rules.yml:4") && body.contains("could not parse expression"),
+        "{body}"
+    );
+    assert_eq!(names().await, ["HighCPU"], "old rules keep running");
+    c.hup();
+    let log = until("the SIGHUP reload error", 10, || {
+        let l = c.log_text();
+        l.contains("SIGHUP").then_some(l)
+    })
+    .await;
+    let _ = log;
+    until("the failed reload logged", 10, || {
+        c.log_text().contains("reload failed").then_some(())
+    })
+    .await;
+    assert_eq!(names().await, ["HighCPU"]);
+    std::fs::write(&path, CPU_RULE.replace("HighCPU", "VeryHighCPU")).expect("write");
+    c.hup();
+    let base = c.base.clone();
+    wait_for(Duration::from_secs(10), || {
+        let base = base.clone();
+        async move {
+            let r = api_get(&base, "/api/v1/rules").await;
+            (r["data"]["groups"][0]["rules"][0]["name"] == "VeryHighCPU").then_some(())
+        }
+    })
+    .await
+    .expect("the fixed file is loaded on SIGHUP");
+    // A broken alerting config is refused the same way.
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        "route:\n  receiver: nobody\nreceivers: []\n",
+    )
+    .expect("write");
+    let r = client()
+        .post(format!("{}/-/reload", c.base))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(r.status(), 500);
+    assert!(
+        r.text()
+            .await
+            .unwrap_or_default()
+            .contains("undefined receiver")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_429_is_honoured_and_a_storm_becomes_a_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    let hook_path = "services/T000/B000/XXXX";
+    let am = format!(
+        "route:\n  receiver: chat\n  group_by: [alertname, instance]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: chat\n    slack_configs:\n      - api_url: {}/{hook_path}\n        send_resolved: true\n",
+        slack.base_url
+    );
+    let c = start(dir.path(), CPU_RULE, &am, &[]).await;
+    slack.force_rate_limit(1);
+    set(&c, "cpu_usage", &[("instance", "h0")], 0.9).await;
+    let first = until("the first message after a 429", 15, || {
+        slack.messages().into_iter().next()
+    })
+    .await;
+    assert_eq!(first.method, "webhook");
+    assert!(first.all_text().contains("h0"));
+    assert_eq!(slack.rate_limited(), 1);
+    let d = api_get(&c.base, "/api/v1/deliveries").await;
+    assert!(
+        d["data"]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["status"] == 429)),
+        "{d}"
+    );
+
+    // Twenty hosts at once: a digest, not twenty messages over twenty seconds.
+    let series_now: Vec<_> = (1..=20)
+        .map(|i| {
+            series(
+                &[("__name__", "cpu_usage"), ("instance", &format!("h{i}"))],
+                &[(now_ms(), 0.95)],
+            )
+        })
+        .collect();
+    assert_eq!(push(&c.write_url(), &series_now, None).await.0, 204);
+    until("a digest", 15, || {
+        slack
+            .messages()
+            .into_iter()
+            .find(|m| m.all_text().contains("alert groups"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = slack.messages().len();
+    assert!(n <= 4, "{n} messages for one storm");
+    assert_eq!(
+        slack.rate_limited(),
+        1,
+        "no further 429s: the bucket keeps to Slack's rate"
+    );
+}
