@@ -168,6 +168,11 @@ pub struct CollectorConfig {
     /// The URL users reach the collector (and dashboard) at, for links in alerts.
     /// Default: `http://` + `listen`.
     pub external_url: Option<String>,
+    /// Directory holding the dashboard's browser bundle (`nunchi_dashboard.js` and
+    /// `nunchi_dashboard_bg.wasm`, built by `scripts/build-dashboard`). Without it pages are
+    /// served rendered but not interactive. Default: `dashboard/pkg` beside the directory
+    /// of the collector binary (`target/dashboard/pkg` for a build in this repository).
+    pub dashboard_assets: Option<PathBuf>,
 }
 
 impl Default for CollectorConfig {
@@ -193,6 +198,7 @@ impl Default for CollectorConfig {
             evaluation_interval: Duration::from_secs(1),
             alerting_config: None,
             external_url: None,
+            dashboard_assets: None,
         }
     }
 }
@@ -462,6 +468,9 @@ pub struct Cli {
     /// URL the collector is reached at, for links in alerts [key: external_url] [default: http://LISTEN].
     #[arg(long, env = "NUNCHI_COLLECTOR_EXTERNAL_URL", value_name = "URL")]
     pub external_url: Option<String>,
+    /// Directory of the dashboard's browser bundle [key: dashboard_assets] [default: BINARY_DIR/../dashboard/pkg].
+    #[arg(long, env = "NUNCHI_COLLECTOR_DASHBOARD_ASSETS", value_name = "DIR")]
+    pub dashboard_assets: Option<PathBuf>,
     /// Validate the configuration, print it as TOML and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -493,6 +502,9 @@ impl Cli {
         }
         if self.external_url.is_some() {
             c.external_url = self.external_url.clone();
+        }
+        if self.dashboard_assets.is_some() {
+            c.dashboard_assets = self.dashboard_assets.clone();
         }
         if !self.rules.is_empty() {
             c.rules = self.rules.clone();

@@ -17,6 +17,7 @@ pub mod query;
 pub mod remote;
 pub mod rules;
 pub mod storage;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -171,7 +172,7 @@ pub async fn run(
             "collector ready"
         ),
     }
-    let app = api::app(state);
+    let app = web::app(api::app(state), web::assets_dir(&config));
     let mut stop = shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -731,7 +731,7 @@ async fn hysteresis_keeps_firing_until_the_clear_threshold_and_flapping_is_held(
 
     // Flapping: once it has changed state more than 3 times, one "flapping" message, then
     // nothing while it keeps flapping.
-    let flip = |i: usize| if i % 2 == 0 { 2.0 } else { 0.0 };
+    let flip = |i: usize| if i.is_multiple_of(2) { 2.0 } else { 0.0 };
     for i in 0..6 {
         set(&c, "flappy", &[], flip(i)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
