@@ -96,6 +96,7 @@ pub async fn run(
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
+    web::register_metrics(&registry)?;
     let backend = match &config.remote {
         Some(r) => Backend::Remote(remote::Remote::new(r.clone(), &registry)?),
         None => Backend::Local(Storage::open(storage_options(&config), &registry).await?),

@@ -4,8 +4,35 @@
 use std::path::{Path, PathBuf};
 
 use axum::Router;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGauge, Registry};
 
 use crate::config::CollectorConfig;
+
+/// `nunchi_dashboard_live_streams`, read when `/metrics` is scraped.
+struct LiveStreams(IntGauge);
+
+impl Collector for LiveStreams {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0
+            .set(i64::try_from(nunchi_dashboard::ssr::open_streams()).unwrap_or(i64::MAX));
+        self.0.collect()
+    }
+}
+
+/// Registers the dashboard's self-metrics.
+pub fn register_metrics(registry: &Registry) -> prometheus::Result<()> {
+    let gauge = IntGauge::new(
+        "nunchi_dashboard_live_streams",
+        "Dashboard tabs with an open live stream (visible and not paused).",
+    )?;
+    registry.register(Box::new(LiveStreams(gauge)))
+}
 
 /// Where the browser bundle is looked for.
 pub fn assets_dir(c: &CollectorConfig) -> PathBuf {

@@ -104,6 +104,37 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
 }
 
+/// `nunchi_dashboard_live_streams` from the collector's `/metrics`.
+async fn live_streams(base: &str) -> Option<u64> {
+    let body = nunchi_testkit::http_get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("nunchi_dashboard_live_streams "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn streams_become(base: &str, n: u64, why: &str) {
+    until(why, 15, async || {
+        (live_streams(base).await == Some(n)).then_some(())
+    })
+    .await;
+}
+
+/// Makes the page believe its tab was hidden or shown again.
+async fn set_visibility(c: &Client, state: &str) {
+    js(
+        c,
+        &format!(
+            "Object.defineProperty(document, 'visibilityState', {{ value: '{state}', configurable: true }}); document.dispatchEvent(new Event('visibilitychange')); return null;"
+        ),
+    )
+    .await;
+}
+
 /// Opens `path` and waits until the page is hydrated and its live stream is open.
 async fn open(c: &Client, base: &str, path: &str) {
     c.goto(&format!("{base}{path}")).await.expect("goto");
@@ -279,6 +310,22 @@ async fn every_page_works_in_a_real_browser() {
         "updated without a reload"
     );
     screenshot(&b, "host").await;
+
+    // The live stream closes while the tab is hidden or paused, and opens again after.
+    streams_become(&base, 1, "one open live stream").await;
+    set_visibility(&b, "hidden").await;
+    streams_become(&base, 0, "the stream to close with the tab hidden").await;
+    set_visibility(&b, "visible").await;
+    streams_become(&base, 1, "the stream to reopen").await;
+    let toggle = b
+        .find(Locator::Css("#live-toggle"))
+        .await
+        .expect("pause button");
+    toggle.click().await.expect("pause");
+    streams_become(&base, 0, "the stream to close when paused").await;
+    assert_eq!(text(&b, "#live-status").await, "paused");
+    toggle.click().await.expect("resume");
+    streams_become(&base, 1, "the stream to reopen on resume").await;
 
     // Service: the feed-app's figures through the agent's scrape.
     open(&b, &base, "/service?range=5m").await;

@@ -28,4 +28,10 @@ pub use app::{App, shell};
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(App);
+    // When the page became interactive, for measurements (`window.nunchiHydratedAt`, ms
+    // since navigation start).
+    if let Some(w) = web_sys::window() {
+        let at = w.performance().map(|p| p.now()).unwrap_or_default();
+        let _ = js_sys::Reflect::set(&w, &"nunchiHydratedAt".into(), &at.into());
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -67,15 +69,39 @@ fn now_ms() -> u128 {
         .unwrap_or_default()
 }
 
+static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// `/live` streams open now (browsers with a visible, unpaused dashboard tab).
+pub fn open_streams() -> usize {
+    OPEN_STREAMS.load(Ordering::Relaxed)
+}
+
+/// Counts a stream as open while it lives.
+struct Open;
+
+impl Open {
+    fn new() -> Open {
+        OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// `tick` events, the first at once, then every [`TICK`]; the stream ends when the
 /// browser closes it.
 async fn live() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let ticks = futures_util::stream::unfold(true, |first| async move {
+    let open = Arc::new(Open::new());
+    let ticks = futures_util::stream::unfold((true, open), |(first, open)| async move {
         if !first {
             tokio::time::sleep(TICK).await;
         }
         let e = Event::default().event("tick").data(now_ms().to_string());
-        Some((Ok(e), false))
+        Some((Ok(e), (false, open)))
     });
     Sse::new(ticks).keep_alive(KeepAlive::default())
 }
