@@ -14,10 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Collector, api_get, free_port, push, series};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
+use nunchi_testkit::browser::Browser;
 use nunchi_testkit::now_ms;
 use nunchi_testkit::sinks::{SlackServer, WebhookReceiver};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const SECRET: &str = "ui-hook-secret";
 const HOST: &str = "ui-host";
@@ -144,38 +145,6 @@ async fn open(c: &Client, base: &str, path: &str) {
     .await;
 }
 
-async fn chromium(dir: &Path) -> (Spawned, Client) {
-    let driver = common::require("chromedriver", "chromium-driver");
-    let port = free_port();
-    let proc = spawn(
-        Command::new(driver).arg(format!("--port={port}")),
-        &dir.join("chromedriver.log"),
-    );
-    let profile = dir.join("chromium-profile");
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1366,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }
-    });
-    let caps = caps.as_object().cloned().expect("object");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = until("chromedriver", 30, async || {
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-            .ok()
-    })
-    .await;
-    (proc, client)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_works_in_a_real_browser() {
     let assets = target_dir().join("dashboard/pkg");
@@ -265,17 +234,18 @@ async fn every_page_works_in_a_real_browser() {
     })
     .await;
 
-    let (_driver, b) = chromium(d).await;
+    let browser = Browser::start(d).await;
+    let b = &browser.client;
 
     // Fleet: the host is listed; typing in the filter changes the view and the URL.
-    open(&b, &base, "/").await;
+    open(b, &base, "/").await;
     until("the host row", 30, async || {
         b.find(Locator::Css(&format!("tr[data-host=\"{HOST}\"]")))
             .await
             .ok()
     })
     .await;
-    screenshot(&b, "fleet").await;
+    screenshot(b, "fleet").await;
     b.find(Locator::Css("#fleet-filter"))
         .await
         .expect("filter box")
@@ -283,7 +253,7 @@ async fn every_page_works_in_a_real_browser() {
         .await
         .expect("type");
     until("the filter to hide every host", 10, async || {
-        text(&b, "#fleet-summary")
+        text(b, "#fleet-summary")
             .await
             .contains("0 shown")
             .then_some(())
@@ -293,29 +263,29 @@ async fn every_page_works_in_a_real_browser() {
     assert!(url.as_str().contains("q=no-such-host"), "{url}");
 
     // Host: charts with data; a live chart gains points without a reload.
-    open(&b, &base, &format!("/host/{HOST}?range=5m")).await;
+    open(b, &base, &format!("/host/{HOST}?range=5m")).await;
     until("CPU points", 30, async || {
-        (points(&b, "CPU by mode").await > 0).then_some(())
+        (points(b, "CPU by mode").await > 0).then_some(())
     })
     .await;
-    js(&b, "window.__sameDocument = true; return null;").await;
-    let before = points(&b, "Load").await;
+    js(b, "window.__sameDocument = true; return null;").await;
+    let before = points(b, "Load").await;
     until("the Load chart to gain points", 20, async || {
-        (points(&b, "Load").await > before).then_some(())
+        (points(b, "Load").await > before).then_some(())
     })
     .await;
     assert_eq!(
-        js(&b, "return window.__sameDocument === true;").await,
+        js(b, "return window.__sameDocument === true;").await,
         Value::Bool(true),
         "updated without a reload"
     );
-    screenshot(&b, "host").await;
+    screenshot(b, "host").await;
 
     // The live stream closes while the tab is hidden or paused, and opens again after.
     streams_become(&base, 1, "one open live stream").await;
-    set_visibility(&b, "hidden").await;
+    set_visibility(b, "hidden").await;
     streams_become(&base, 0, "the stream to close with the tab hidden").await;
-    set_visibility(&b, "visible").await;
+    set_visibility(b, "visible").await;
     streams_become(&base, 1, "the stream to reopen").await;
     let toggle = b
         .find(Locator::Css("#live-toggle"))
@@ -323,28 +293,28 @@ async fn every_page_works_in_a_real_browser() {
         .expect("pause button");
     toggle.click().await.expect("pause");
     streams_become(&base, 0, "the stream to close when paused").await;
-    assert_eq!(text(&b, "#live-status").await, "paused");
+    assert_eq!(text(b, "#live-status").await, "paused");
     toggle.click().await.expect("resume");
     streams_become(&base, 1, "the stream to reopen on resume").await;
 
     // Service: the feed-app's figures through the agent's scrape.
-    open(&b, &base, "/service?range=5m").await;
+    open(b, &base, "/service?range=5m").await;
     until("request-rate points", 40, async || {
-        (points(&b, "Requests").await > 0).then_some(())
+        (points(b, "Requests").await > 0).then_some(())
     })
     .await;
-    screenshot(&b, "service").await;
+    screenshot(b, "service").await;
 
     // Rules: every group, the test rules among them.
-    open(&b, &base, "/rules").await;
+    open(b, &base, "/rules").await;
     until("the Noise rule", 10, async || {
         b.find(Locator::Css("tr[data-rule=\"Noise\"]")).await.ok()
     })
     .await;
-    screenshot(&b, "rules").await;
+    screenshot(b, "rules").await;
 
     // Alerts: a silence created in the UI keeps Noise out of Slack; Control still pages.
-    open(&b, &base, "/alerts").await;
+    open(b, &base, "/alerts").await;
     b.find(Locator::Css("#silence-matchers"))
         .await
         .expect("matchers box")
@@ -369,7 +339,7 @@ async fn every_page_works_in_a_real_browser() {
             .ok()
     })
     .await;
-    assert!(text(&b, "#silence-message").await.contains("created"));
+    assert!(text(b, "#silence-message").await.contains("created"));
     let silences = api_get(&base, "/api/v2/silences").await;
     assert_eq!(silences[0]["createdBy"], "ui-test", "{silences}");
     let t = now_ms();
@@ -408,7 +378,7 @@ async fn every_page_works_in_a_real_browser() {
             .any(|m| m.all_text().contains("Noise")),
         "the silenced alert reached Slack"
     );
-    screenshot(&b, "alerts").await;
+    screenshot(b, "alerts").await;
 
     // Deliveries: the webhook is down, Control's notification becomes a dead letter; the
     // receiver comes back and the Retry button delivers it.
@@ -418,14 +388,14 @@ async fn every_page_works_in_a_real_browser() {
     })
     .await;
     hook.set_failing(false);
-    open(&b, &base, "/deliveries").await;
+    open(b, &base, "/deliveries").await;
     let retry = until("the Retry button", 10, async || {
         b.find(Locator::Css("tr[data-dead] button.retry"))
             .await
             .ok()
     })
     .await;
-    screenshot(&b, "deliveries").await;
+    screenshot(b, "deliveries").await;
     retry.click().await.expect("click retry");
     let delivered = until("the retried webhook", 15, async || {
         hook.received()
@@ -435,7 +405,7 @@ async fn every_page_works_in_a_real_browser() {
     .await;
     assert!(delivered.signature_ok);
     until("the dead-letter list to empty", 10, async || {
-        text(&b, "#dead-letters h2")
+        text(b, "#dead-letters h2")
             .await
             .contains("(0)")
             .then_some(())
@@ -443,25 +413,25 @@ async fn every_page_works_in_a_real_browser() {
     .await;
 
     // Explore: the query from the URL, drawn and tabled.
-    open(&b, &base, "/explore?query=node_load1&range=5m").await;
+    open(b, &base, "/explore?query=node_load1&range=5m").await;
     until("explore points", 20, async || {
-        (points(&b, "Result").await > 0).then_some(())
+        (points(b, "Result").await > 0).then_some(())
     })
     .await;
-    assert!(text(&b, "#explore-table").await.contains("node_load1"));
-    screenshot(&b, "explore").await;
+    assert!(text(b, "#explore-table").await.contains("node_load1"));
+    screenshot(b, "explore").await;
 
     // Dark theme.
-    open(&b, &base, "/").await;
+    open(b, &base, "/").await;
     b.find(Locator::Css("#theme-toggle"))
         .await
         .expect("theme button")
         .click()
         .await
         .expect("click");
-    let theme = js(&b, "return document.documentElement.dataset.theme || '';").await;
+    let theme = js(b, "return document.documentElement.dataset.theme || '';").await;
     assert!(theme == "dark" || theme == "light", "{theme}");
-    screenshot(&b, "fleet-other-theme").await;
+    screenshot(b, "fleet-other-theme").await;
 
-    b.close().await.expect("close browser");
+    browser.client.clone().close().await.expect("close browser");
 }

@@ -2,6 +2,7 @@
 //! until a condition holds, child processes that are killed when dropped, Debian tools a
 //! test needs, and a plain HTTP GET.
 
+pub mod browser;
 pub mod sinks;
 
 use std::path::Path;

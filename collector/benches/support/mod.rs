@@ -3,6 +3,8 @@
 //! remote_write and answering the Prometheus query API.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod data;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;

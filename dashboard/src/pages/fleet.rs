@@ -17,15 +17,23 @@ use crate::pages::{PageHead, error_view, fetch_alerts};
 
 /// A host stops counting as up after this long without samples (three 15 s intervals).
 const DOWN_AFTER: f64 = 45.0;
-const SPARK_SPAN: f64 = 900.0;
-const SPARK_STEP: f64 = 15.0;
+/// Sparkline window, seconds.
+pub const SPARK_SPAN: f64 = 900.0;
+/// Sparkline step, seconds.
+pub const SPARK_STEP: f64 = 15.0;
 
-const CPU: &str = r#"1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m]))"#;
-const MEM: &str = "1 - sum by (host) (node_memory_MemAvailable_bytes) / sum by (host) (node_memory_MemTotal_bytes)";
-const DISK: &str = r#"max by (host) (1 - node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|overlay"} / node_filesystem_size_bytes)"#;
-const NET: &str = "sum by (host) (rate(node_network_receive_bytes_total[1m])) + sum by (host) (rate(node_network_transmit_bytes_total[1m]))";
-const KNOWN: &str = "group by (host) (present_over_time(node_load1[1h]))";
-const SEEN: &str = "max by (host) (timestamp(node_load1))";
+/// CPU busy ratio per host.
+pub const CPU: &str = r#"1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m]))"#;
+/// Memory used ratio per host.
+pub const MEM: &str = "1 - sum by (host) (node_memory_MemAvailable_bytes) / sum by (host) (node_memory_MemTotal_bytes)";
+/// The fullest filesystem's used ratio per host.
+pub const DISK: &str = r#"max by (host) (1 - node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|overlay"} / node_filesystem_size_bytes)"#;
+/// Network bytes/s per host, both directions.
+pub const NET: &str = "sum by (host) (rate(node_network_receive_bytes_total[1m])) + sum by (host) (rate(node_network_transmit_bytes_total[1m]))";
+/// Every host seen in the last hour.
+pub const KNOWN: &str = "group by (host) (present_over_time(node_load1[1h]))";
+/// Each host's newest sample time.
+pub const SEEN: &str = "max by (host) (timestamp(node_load1))";
 
 /// One host's row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
