@@ -60,7 +60,9 @@ struct State {
     firing: HashMap<u64, Alert>,
     silences: Vec<Silence>,
     nflog: HashMap<(String, String), NotifyRecord>,
-    scale_last: HashMap<String, (ScaleAction, String)>,
+    /// Holds sent per (group, reason) since the group's last action, so a repeated hold is
+    /// sent once however many rules share the reason.
+    scale_last: HashMap<(String, String), (ScaleAction, String)>,
 }
 
 /// A group as the API shows it.
@@ -430,14 +432,13 @@ impl Alertmanager {
         let until = stored.as_ref().map_or(0, |(u, _)| *u);
         if req.action == ScaleAction::Hold {
             let mut st = self.lock();
-            let last = st.scale_last.get(&req.target_group);
+            let key = (req.target_group.clone(), req.reason.clone());
+            let last = st.scale_last.get(&key);
             if last.is_some_and(|(a, r)| *a == ScaleAction::Hold && *r == req.reason) {
                 return Ok(ScaleOutcome::Repeated);
             }
-            st.scale_last.insert(
-                req.target_group.clone(),
-                (ScaleAction::Hold, req.reason.clone()),
-            );
+            st.scale_last
+                .insert(key, (ScaleAction::Hold, req.reason.clone()));
             req.cooldown_until = until;
             if req.idempotency_key.is_empty() {
                 req.idempotency_key = format!("{}:hold:{}:{now}", req.target_group, req.rule);
@@ -466,9 +467,13 @@ impl Alertmanager {
                     &serde_json::to_value(&req).unwrap_or_default(),
                 )
                 .await?;
-            self.lock()
-                .scale_last
-                .insert(req.target_group.clone(), (req.action, req.reason.clone()));
+            // After an action, a hold for any rule of the group is news again.
+            let mut st = self.lock();
+            st.scale_last.retain(|(g, _), _| *g != req.target_group);
+            st.scale_last.insert(
+                (req.target_group.clone(), req.reason.clone()),
+                (req.action, req.reason.clone()),
+            );
         }
         tracing::info!(group = %req.target_group, action = ?req.action, reason = %req.reason, key = %req.idempotency_key, "scale request");
         let payload = serde_json::json!({"request": req, "alert": alert});
