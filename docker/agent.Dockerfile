@@ -2,7 +2,7 @@
 #   docker build -f docker/agent.Dockerfile -t nunchi-agent .
 # Run with the host's PID namespace and network so /proc shows the host, not the container:
 #   docker run --pid=host --network=host -v nunchi-buffer:/var/lib/nunchi-agent \
-#     nunchi-agent --push-url http://collector:9201/api/v1/write
+#     nunchi-agent --push-url http://collector:9300/api/v1/write
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
