@@ -12,13 +12,14 @@ pub mod autoscaler;
 pub mod balancer;
 pub mod fleet;
 pub mod scenario;
+pub mod sinks;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nunchi_testkit::sinks::SlackServer;
+use crate::sinks::SlackServer;
 use tokio::process::{Child, Command};
 
 use crate::autoscaler::Autoscaler;

@@ -67,7 +67,7 @@ async fn query_number(base: &str, q: &str) -> Option<f64> {
     let v: serde_json::Value = crate::http_client()
         .get(format!(
             "{base}/api/v1/query?query={}",
-            nunchi_testkit::urlencode(q)
+            url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
         ))
         .send()
         .await
@@ -112,7 +112,7 @@ pub async fn flash_sale(
     );
     let mut spike = stack.start_load(spike_rate, 50, 5, "spike")?;
     let slack = stack.slack.clone();
-    let is_page = |m: &nunchi_testkit::sinks::SlackMessage| {
+    let is_page = |m: &crate::sinks::SlackMessage| {
         let t = m.all_text();
         m.method == "chat.postMessage"
             && t.contains("FeedInstanceOverloaded")

@@ -3,7 +3,9 @@
 //! test needs, and a plain HTTP GET.
 
 pub mod browser;
-pub mod sinks;
+/// The local Slack API server and webhook receiver (they live in `nunchi-stack`, which runs
+/// them for the demo).
+pub use nunchi_stack::sinks;
 
 use std::path::Path;
 use std::process::Child;

@@ -2,7 +2,8 @@
 //! HTTP: a Slack Web API server (`chat.postMessage`, `chat.update`, incoming webhooks under
 //! `/services/...`) as Slack documents it, including its per-channel rate limit of about
 //! one message a second (short bursts allowed) answered with `429` and `Retry-After`; and a webhook receiver that
-//! checks nunchi's HMAC signature. Both record what they received.
+//! checks nunchi's HMAC signature. Both record what they received. `nunchi-stack` runs the
+//! Slack server as the demo's Slack; the tests use both.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
