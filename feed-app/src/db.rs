@@ -196,22 +196,39 @@ impl Db {
         if inserted == 0 {
             return Ok(true);
         }
-        let counted = sqlx::query(
-            "UPDATE users SET following_count = following_count + 1 WHERE id = $1 AND following_count < $2",
-        )
-        .bind(follower)
-        .bind(max_follows)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if counted == 0 {
+        // Both users' rows are updated in id order, so two opposite follows committing at
+        // once cannot deadlock on PostgreSQL.
+        let count_following = async |tx: &mut sqlx::Transaction<'_, Any>| {
+            sqlx::query(
+                "UPDATE users SET following_count = following_count + 1 WHERE id = $1 AND following_count < $2",
+            )
+            .bind(follower)
+            .bind(max_follows)
+            .execute(&mut **tx)
+            .await
+            .map(|r| r.rows_affected() > 0)
+        };
+        let count_follower = async |tx: &mut sqlx::Transaction<'_, Any>| {
+            sqlx::query("UPDATE users SET follower_count = follower_count + 1 WHERE id = $1")
+                .bind(followee)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ())
+        };
+        let counted = if follower < followee {
+            let ok = count_following(&mut tx).await?;
+            if ok {
+                count_follower(&mut tx).await?;
+            }
+            ok
+        } else {
+            count_follower(&mut tx).await?;
+            count_following(&mut tx).await?
+        };
+        if !counted {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("UPDATE users SET follower_count = follower_count + 1 WHERE id = $1")
-            .bind(followee)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -227,14 +244,21 @@ impl Db {
             .await?
             .rows_affected();
         if removed > 0 {
-            sqlx::query("UPDATE users SET following_count = following_count - 1 WHERE id = $1")
-                .bind(follower)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE users SET follower_count = follower_count - 1 WHERE id = $1")
-                .bind(followee)
-                .execute(&mut *tx)
-                .await?;
+            // In id order, as in `follow`.
+            let mut updates = [
+                (
+                    follower,
+                    "UPDATE users SET following_count = following_count - 1 WHERE id = $1",
+                ),
+                (
+                    followee,
+                    "UPDATE users SET follower_count = follower_count - 1 WHERE id = $1",
+                ),
+            ];
+            updates.sort_by_key(|(id, _)| *id);
+            for (id, sql) in updates {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -321,6 +321,34 @@ async fn the_follow_limit_is_enforced(store: Store, cache: CacheKind) {
     s.stop().await;
 }
 
+/// Pairs of users following each other at the same moment: no deadlock, no failure.
+async fn opposite_follows_at_once_all_succeed(store: Store, cache: CacheKind) {
+    let s = Service::start(store, cache, |_| {}).await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        users.push(s.user(&format!("m{i}")).await);
+    }
+    let mut calls = Vec::new();
+    for &a in &users {
+        for &b in &users {
+            if a != b {
+                calls.push(s.follow(a, b));
+            }
+        }
+    }
+    let total = calls.len();
+    let statuses = futures_util::future::join_all(calls).await;
+    let failed = statuses
+        .iter()
+        .filter(|st| **st != StatusCode::NO_CONTENT)
+        .count();
+    assert_eq!(
+        failed, 0,
+        "{failed} of {total} follows failed: {statuses:?}"
+    );
+    s.stop().await;
+}
+
 mod on_all_backends {
     use super::*;
     on_every_backend!(BACKENDS;
@@ -328,7 +356,8 @@ mod on_all_backends {
         fan_out_reaches_cached_feeds,
         celebrities_are_merged_at_read_time,
         bad_input_gets_4xx_json,
-        the_follow_limit_is_enforced
+        the_follow_limit_is_enforced,
+        opposite_follows_at_once_all_succeed
     );
 }
 
