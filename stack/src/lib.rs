@@ -46,6 +46,9 @@ pub enum StackError {
     /// A part did not become ready in time.
     #[error("{0} did not become ready")]
     NotReady(String),
+    /// PostgreSQL refused.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     /// A file or socket problem.
     #[error("{path}: {source}")]
     Io {
@@ -205,6 +208,30 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The URL of database `name` on the server `server_url` points at, created if missing
+/// (the collector and the feed service each keep their own schema migrations).
+pub async fn postgres_database(server_url: &str, name: &str) -> Result<String, StackError> {
+    use sqlx::Connection;
+    let err = |e: String| StackError::Postgres(format!("{server_url}: {e}"));
+    let mut conn = sqlx::PgConnection::connect(server_url)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if exists.is_none() {
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let mut url = url::Url::parse(server_url).map_err(|e| err(e.to_string()))?;
+    url.set_path(name);
+    Ok(url.to_string())
+}
+
 /// A free loopback port.
 pub fn free_port() -> Result<u16, StackError> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -323,9 +350,18 @@ impl Stack {
         let balancer_url = serve(balancer.router(), o.balancer_port).await?;
 
         let collector_url = format!("http://127.0.0.1:{}", o.collector_port);
-        let feed_db = match &o.postgres_url {
-            Some(u) => u.clone(),
-            None => format!("sqlite://{}", data.join("feed-app.db").display()),
+        let (collector_db, feed_db) = match &o.postgres_url {
+            Some(u) => {
+                progress("PostgreSQL databases nunchi_collector and nunchi_feed");
+                (
+                    Some(postgres_database(u, "nunchi_collector").await?),
+                    postgres_database(u, "nunchi_feed").await?,
+                )
+            }
+            None => (
+                None,
+                format!("sqlite://{}", data.join("feed-app.db").display()),
+            ),
         };
         let fleet = Arc::new(Fleet::new(
             FleetOptions {
@@ -373,8 +409,8 @@ impl Stack {
                 "NUNCHI_LOG",
                 std::env::var("NUNCHI_LOG").unwrap_or_else(|_| "info".into()),
             );
-        if let Some(pg) = &o.postgres_url {
-            c.arg("--database-url").arg(pg);
+        if let Some(db) = &collector_db {
+            c.arg("--database-url").arg(db);
         }
         let collector = spawn(
             c.stdout(Stdio::null())
