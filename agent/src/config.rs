@@ -207,10 +207,10 @@ impl AgentConfig {
         if self.buffer_max_size.as_u64() < 64 * 1024 {
             return Err(invalid("buffer_max_size", "must be at least 64 KiB"));
         }
-        if let Some(h) = &self.hostname {
-            if h.is_empty() {
-                return Err(invalid("hostname", "must not be empty"));
-            }
+        if let Some(h) = &self.hostname
+            && h.is_empty()
+        {
+            return Err(invalid("hostname", "must not be empty"));
         }
         for name in self.labels.keys() {
             if !is_valid_label_name(name) || name.starts_with("__") {

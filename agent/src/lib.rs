@@ -248,7 +248,7 @@ pub async fn run(
         own.clear();
         families::to_series(&registry.gather(), &no_labels, ts, &mut own);
         process.clear();
-        if cycle % process_every == 0 {
+        if cycle.is_multiple_of(process_every) {
             families::to_series(&process_registry.gather(), &no_labels, ts, &mut process);
         }
         cycle += 1;
@@ -298,7 +298,7 @@ pub async fn run(
             }
         }
         drop(host_series);
-        if !handles.is_empty() && (cycle - 1) % metadata_every == 0 {
+        if !handles.is_empty() && (cycle - 1).is_multiple_of(metadata_every) {
             let mut metadata = families::metadata(&host.collect());
             metadata.extend(families::metadata(&registry.gather()));
             metadata.extend(families::metadata(&process_registry.gather()));

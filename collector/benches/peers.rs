@@ -237,8 +237,8 @@ fn build(n_series: usize, rounds: usize, t0: i64) -> Load {
                             *v += (x % max) as f64 * unit;
                             *v = (*v / unit).round() * unit;
                         }
-                        Kind::Idle if x % 200 == 0 => *v += 1.0,
-                        Kind::Gauge if x % 4 == 0 => {
+                        Kind::Idle if x.is_multiple_of(200) => *v += 1.0,
+                        Kind::Gauge if x.is_multiple_of(4) => {
                             *v = (*v + ((x % 64) as f64 - 32.0) * 4096.0).abs()
                         }
                         _ => {}

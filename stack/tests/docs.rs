@@ -28,17 +28,18 @@ fn every_flag_and_environment_variable_is_in_the_readme() {
     for binary in ["nunchi-agent", "nunchi-collector", "nunchi-stack"] {
         let text = help(binary);
         let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        for word in flat.split(|c: char| c == ' ' || c == ',' || c == '[' || c == ']') {
+        for word in flat.split([' ', ',', '[', ']']) {
             let flag: String = word
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
                 .collect();
             let flag = flag.as_str();
-            if flag.starts_with("--") && flag.len() > 2 && !["--help", "--version"].contains(&flag)
+            if flag.starts_with("--")
+                && flag.len() > 2
+                && !["--help", "--version"].contains(&flag)
+                && !readme.contains(&format!("`{flag}"))
             {
-                if !readme.contains(&format!("`{flag}")) {
-                    missing.push(format!("{binary} {flag}"));
-                }
+                missing.push(format!("{binary} {flag}"));
             }
         }
         for part in flat.split("[env: ").skip(1) {

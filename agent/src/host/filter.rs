@@ -83,11 +83,10 @@ pub(super) fn ignore_disk(name: &str) -> bool {
     if let Some(rest) = prefix
         .strip_prefix("nvme")
         .and_then(|r| r.strip_suffix('p'))
+        && let Some((ctrl, ns)) = rest.split_once('n')
     {
-        if let Some((ctrl, ns)) = rest.split_once('n') {
-            let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-            return all_digits(ctrl) && all_digits(ns);
-        }
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+        return all_digits(ctrl) && all_digits(ns);
     }
     false
 }

@@ -277,23 +277,23 @@ impl Builder {
     /// Adds a series; `labels` must be in name order (as every spec declares them).
     fn push(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         let i = self.series.len();
-        if let Some(prev) = self.previous.get_mut(i) {
-            if same_labels(prev, name, labels) {
-                let mut s = std::mem::replace(
-                    prev,
-                    Series {
-                        labels: Labels::new(),
-                        samples: Vec::new(),
-                    },
-                );
-                s.samples.clear();
-                s.samples.push(Sample {
-                    timestamp_ms: self.timestamp_ms,
-                    value,
-                });
-                self.series.push(s);
-                return;
-            }
+        if let Some(prev) = self.previous.get_mut(i)
+            && same_labels(prev, name, labels)
+        {
+            let mut s = std::mem::replace(
+                prev,
+                Series {
+                    labels: Labels::new(),
+                    samples: Vec::new(),
+                },
+            );
+            s.samples.clear();
+            s.samples.push(Sample {
+                timestamp_ms: self.timestamp_ms,
+                value,
+            });
+            self.series.push(s);
+            return;
         }
         let mut l = Vec::with_capacity(labels.len() + 1);
         l.push(Label {
@@ -519,14 +519,14 @@ fn read_filesystems(files: &mut Files, b: &mut Builder) -> Result<(), procfs::Pr
             .map_err(|e| io_error("/proc/1/mounts", e))?;
         files.mounts_file = Some(f);
     }
-    if let Some(f) = files.mounts_file.as_mut() {
-        if first || mounts_changed(f) {
-            match f.read() {
-                Ok(text) => files.mounts = Vec::<procfs::MountEntry>::from_buf_read(text)?,
-                Err(e) => {
-                    files.mounts_file = None;
-                    return Err(io_error("/proc/1/mounts", e));
-                }
+    if let Some(f) = files.mounts_file.as_mut()
+        && (first || mounts_changed(f))
+    {
+        match f.read() {
+            Ok(text) => files.mounts = Vec::<procfs::MountEntry>::from_buf_read(text)?,
+            Err(e) => {
+                files.mounts_file = None;
+                return Err(io_error("/proc/1/mounts", e));
             }
         }
     }

@@ -109,10 +109,10 @@ async fn write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
             h("x-prometheus-remote-write-version")
         ));
     }
-    if let Some(t) = s.expected_token.lock().expect("lock").clone() {
-        if h("authorization") != format!("Bearer {t}") {
-            return StatusCode::UNAUTHORIZED;
-        }
+    if let Some(t) = s.expected_token.lock().expect("lock").clone()
+        && h("authorization") != format!("Bearer {t}")
+    {
+        return StatusCode::UNAUTHORIZED;
     }
     if !errs.is_empty() {
         s.header_errors.lock().expect("lock").extend(errs);
