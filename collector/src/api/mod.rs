@@ -194,8 +194,23 @@ async fn write(
     }
 }
 
-/// Parameters from the query string and, for POST, the form body.
+/// Parameters from the query string and, for POST, the form body (Prometheus accepts
+/// both).
 struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let method = req.method().clone();
+        let query = req.uri().query().map(str::to_owned);
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Params::from(&method, query, &headers, &body))
+    }
+}
 
 impl Params {
     fn from(method: &Method, query: Option<String>, headers: &HeaderMap, body: &[u8]) -> Params {
@@ -334,28 +349,14 @@ fn limits_for(s: &AppState, p: &Params) -> Result<QueryLimits, ApiError> {
     Ok(limits)
 }
 
-async fn query(
-    State(s): State<Arc<AppState>>,
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::from(&method, q, &headers, &body);
+async fn query(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let text = p.required("query")?;
     let t = p.time("time", Some(now_ms()))?;
     let limits = limits_for(&s, &p)?;
     Ok(success(s.backend.instant(text, t, limits).await?))
 }
 
-async fn query_range(
-    State(s): State<Arc<AppState>>,
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::from(&method, q, &headers, &body);
+async fn query_range(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let text = p.required("query")?;
     let start = p.time("start", None)?;
     let end = p.time("end", None)?;
@@ -367,14 +368,7 @@ async fn query_range(
     ))
 }
 
-async fn labels(
-    State(s): State<Arc<AppState>>,
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::from(&method, q, &headers, &body);
+async fn labels(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let storage = match local(&s) {
         Ok(st) => st,
         Err(r) => return Ok(success(r.api("/api/v1/labels", &p.0).await?)),
@@ -385,14 +379,7 @@ async fn labels(
     Ok(success(names))
 }
 
-async fn series(
-    State(s): State<Arc<AppState>>,
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let p = Params::from(&method, q, &headers, &body);
+async fn series(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     let storage = match local(&s) {
         Ok(st) => st,
         Err(r) => return Ok(success(r.api("/api/v1/series", &p.0).await?)),
@@ -467,14 +454,8 @@ async fn metadata(
     )))
 }
 
-async fn exemplars(
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+async fn exemplars(p: Params) -> Result<Response, ApiError> {
     // Exemplars are not stored: a valid request gets an empty answer.
-    let p = Params::from(&method, q, &headers, &body);
     crate::query::parse(p.required("query")?)?;
     p.span()?;
     Ok(success(Vec::<()>::new()))

@@ -330,7 +330,13 @@ fn humanize(v: f64) -> String {
         }
         return format!("{}{prefix}", fmt_g(v, 4));
     }
-    let mut v = v;
+    let (v, prefix) = scale_below_one(v);
+    format!("{}{prefix}", fmt_g(v, 4))
+}
+
+/// `v` under 1 scaled up by thousands, with its SI prefix (`m`, `u`, `n`, ...), as
+/// Prometheus' `humanize` and `humanizeDuration` write small values.
+fn scale_below_one(mut v: f64) -> (f64, &'static str) {
     let mut prefix = "";
     for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
         if v.abs() >= 1.0 {
@@ -339,7 +345,7 @@ fn humanize(v: f64) -> String {
         prefix = p;
         v *= 1000.0;
     }
-    format!("{}{prefix}", fmt_g(v, 4))
+    (v, prefix)
 }
 
 fn humanize1024(v: f64) -> String {
@@ -382,15 +388,7 @@ fn humanize_duration(v: f64) -> String {
         }
         return format!("{sign}{}s", fmt_g(s as f64 + ms as f64 / 1000.0, 4));
     }
-    let mut v = v;
-    let mut prefix = "";
-    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-        if v.abs() >= 1.0 {
-            break;
-        }
-        prefix = p;
-        v *= 1000.0;
-    }
+    let (v, prefix) = scale_below_one(v);
     format!("{}{prefix}s", fmt_g(v, 4))
 }
 
