@@ -343,7 +343,6 @@ impl Stack {
 
         progress("local Slack API");
         let slack = SlackServer::start().await;
-        tokio::spawn(log_slack(slack.clone()));
 
         progress("load balancer");
         let balancer = Balancer::new();
@@ -482,20 +481,6 @@ impl Stack {
         }
         self.fleet.stop_all().await;
         terminate(&mut self.collector).await;
-    }
-}
-
-/// Logs every Slack message the local Slack receives, as it would have been posted.
-async fn log_slack(slack: SlackServer) {
-    let mut seen = 0;
-    loop {
-        let msgs = slack.messages();
-        for m in msgs.iter().skip(seen) {
-            let first = m.all_text().lines().next().unwrap_or("").to_owned();
-            tracing::info!(method = %m.method, channel = %m.channel, text = %first, "slack");
-        }
-        seen = msgs.len();
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

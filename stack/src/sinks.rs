@@ -72,6 +72,16 @@ struct SlackState {
     seq: u64,
 }
 
+impl SlackState {
+    /// Keeps a message and logs it as Slack would have shown it.
+    fn record(&mut self, m: SlackMessage) {
+        let text = m.all_text();
+        let first = text.lines().find(|l| !l.is_empty()).unwrap_or_default();
+        tracing::info!(method = %m.method, channel = %m.channel, text = %first, "slack");
+        self.messages.push(m);
+    }
+}
+
 /// A local Slack API.
 #[derive(Clone)]
 pub struct SlackServer {
@@ -208,7 +218,7 @@ async fn slack_api(
             }
             st.seq += 1;
             let ts = format!("1700000000.{:06}", st.seq);
-            st.messages.push(SlackMessage {
+            st.record(SlackMessage {
                 method,
                 channel: channel.clone(),
                 ts: ts.clone(),
@@ -234,7 +244,7 @@ async fn slack_api(
             if !admit(&mut st, &channel) {
                 return too_many();
             }
-            st.messages.push(SlackMessage {
+            st.record(SlackMessage {
                 method,
                 channel: channel.clone(),
                 ts: ts.clone(),
@@ -271,7 +281,7 @@ async fn slack_webhook(
         )
             .into_response();
     }
-    st.messages.push(SlackMessage {
+    st.record(SlackMessage {
         method: "webhook".into(),
         channel: path,
         ts: String::new(),
