@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Agent, free_port, http_get, require, wait_for};
-use nunchi_testkit::{Server, urlencode};
+use nunchi_testkit::{Server, urlencode, wait_ready};
 
 /// Starts `receiver` (already listening on `port` once `ready_path` answers 2xx), points an
 /// agent at its `/api/v1/write`, and returns the labels of the first series its query API
@@ -31,16 +31,10 @@ async fn push_and_query(
             .expect("start receiver"),
     );
     let base = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(30), || async {
-        http_get(format!("{base}{ready_path}"))
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .expect("receiver ready");
+    assert!(
+        wait_ready(&format!("{base}{ready_path}"), Duration::from_secs(30)).await,
+        "receiver ready"
+    );
     let push = format!("{base}/api/v1/write");
     let buffer = dir.join("buf");
     let mut args = vec![

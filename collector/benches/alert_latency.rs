@@ -3,7 +3,7 @@
 //! host metric changes, through the agent. nunchi-collector next to Debian's Prometheus +
 //! Alertmanager fed the same samples, both at the fastest settings (evaluation 1 s,
 //! group_wait 0 s, group_interval 1 s), then nunchi at its own defaults (no timings in the
-//! config). Slack and the webhook receiver are local servers (nunchi_testkit::sinks).
+//! config). Slack and the webhook receiver are local servers (nunchi_stack::sinks).
 //!
 //! `cargo build --release -p nunchi-agent && cargo bench -p nunchi-collector --bench
 //! alert_latency -- [TRIALS]` (default 20; the agent binary is taken from the same target
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use nunchi_codec::remote_write::{self, WriteRequest};
 use nunchi_model::{Labels, Sample, Series};
-use nunchi_testkit::sinks::{SlackServer, WebhookReceiver};
+use nunchi_stack::sinks::{SlackServer, WebhookReceiver};
 use nunchi_testkit::{Server, client, free_port, http_get, now_ms, require, wait_for};
 
 const SECRET: &str = "bench-secret";
@@ -178,7 +178,7 @@ async fn arrival(
     resolved: bool,
     t0: Instant,
 ) -> (Option<Duration>, Option<Duration>) {
-    let slack_hit = |m: &nunchi_testkit::sinks::SlackMessage| {
+    let slack_hit = |m: &nunchi_stack::sinks::SlackMessage| {
         let b = m.body.to_string();
         let mentions = b.contains(&format!("bench {instance}\\n"))
             || b.contains(&format!("bench {instance}\""))
@@ -187,7 +187,7 @@ async fn arrival(
         let is_resolved = b.contains("RESOLVED");
         m.at >= t0 && mentions && is_resolved == resolved
     };
-    let hook_hit = |r: &nunchi_testkit::sinks::WebhookRequest| {
+    let hook_hit = |r: &nunchi_stack::sinks::WebhookRequest| {
         r.at >= t0
             && r.body["alerts"].as_array().is_some_and(|a| {
                 a.iter().any(|x| {

@@ -240,7 +240,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(30);
     let loads = 10;
-    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard/pkg");
+    let pkg = nunchi_testkit::target_dir().join("dashboard/pkg");
     assert!(
         nunchi_dashboard::ssr::has_bundle(&pkg),
         "no browser bundle in {}: run scripts/build-dashboard",

@@ -1,6 +1,6 @@
 //! Rules and alert delivery end to end: the collector binary evaluates rule files over
 //! data pushed by remote_write and delivers to a local Slack API server and a webhook
-//! receiver that checks the HMAC signature (both real HTTP, from `nunchi_testkit::sinks`).
+//! receiver that checks the HMAC signature (both real HTTP, from `nunchi_stack::sinks`).
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Collector, api_get, push, series};
-use nunchi_testkit::sinks::{SlackServer, WebhookReceiver};
+use nunchi_stack::sinks::{SlackServer, WebhookReceiver};
 use nunchi_testkit::{client, now_ms, wait_for};
 use serde_json::Value;
 
@@ -540,7 +540,7 @@ async fn scale_hooks_respect_cooldown_and_hold_on_missing_data() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
-    let scale = |r: &nunchi_testkit::sinks::WebhookRequest| r.body["scale"].clone();
+    let scale = |r: &nunchi_stack::sinks::WebhookRequest| r.body["scale"].clone();
     let first = until("a scale_out", 15, || {
         hook.received()
             .into_iter()

@@ -9,50 +9,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Collector, api_get, free_port, push, series};
 use fantoccini::{Client, Locator};
+use nunchi_stack::sinks::{SlackServer, WebhookReceiver};
 use nunchi_testkit::browser::Browser;
-use nunchi_testkit::now_ms;
-use nunchi_testkit::sinks::{SlackServer, WebhookReceiver};
+use nunchi_testkit::{Server, now_ms, target_dir, workspace_bin as bin};
 use serde_json::Value;
 
 const SECRET: &str = "ui-hook-secret";
 const HOST: &str = "ui-host";
 
-/// A child process killed when the test ends.
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// A workspace binary from the debug build.
-fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join("debug").join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> Spawned {
+fn spawn(cmd: &mut Command, log: &Path) -> Server {
     let log = std::fs::File::create(log).expect("log file");
-    Spawned(
+    Server(
         cmd.stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -5,9 +5,10 @@
 //! same arguments and `--help`, and against the environment variables its `--help` lists).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use nunchi_testkit::{workspace_bin as bin, workspace_root as root};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -29,23 +30,6 @@ struct Service {
 struct Build {
     context: String,
     dockerfile: String,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let p = dir.join("debug").join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace`",
-        p.display()
-    );
-    p
 }
 
 /// The final stage of a Dockerfile: its USER, ENTRYPOINT program and ENV names.

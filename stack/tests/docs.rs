@@ -1,22 +1,16 @@
 //! The README's configuration reference matches the binaries: every flag and environment
 //! variable that `--help` lists for the agent, the collector and nunchi-stack is documented.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use nunchi_testkit::{workspace_bin, workspace_root as root};
 
 fn help(binary: &str) -> String {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let out = Command::new(dir.join("debug").join(binary))
+    let out = Command::new(workspace_bin(binary))
         .arg("--help")
         .env_clear()
         .output()
-        .unwrap_or_else(|e| panic!("{binary}: {e} (run `cargo build --workspace`)"));
+        .unwrap_or_else(|e| panic!("{binary}: {e}"));
     assert!(out.status.success(), "{binary} --help");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

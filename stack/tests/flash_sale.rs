@@ -4,7 +4,7 @@
 //! instance serves, the alert resolves in Slack, and after the cooldown the fleet scales in.
 //! Needs the workspace's debug binaries (`cargo test --workspace` builds them first).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nunchi_model::ScaleAction;
@@ -13,10 +13,7 @@ use nunchi_stack::fleet::{Fleet, FleetOptions};
 use nunchi_stack::{Stack, StackOptions, autoscaler::Autoscaler, free_port, scenario};
 
 fn bin_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug")
+    nunchi_testkit::target_dir().join("debug")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,6 @@
 //! test needs, and a plain HTTP GET.
 
 pub mod browser;
-/// The local Slack API server and webhook receiver (they live in `nunchi-stack`, which runs
-/// them for the demo).
-pub use nunchi_stack::sinks;
 
 use std::path::Path;
 use std::process::Child;
@@ -49,6 +46,20 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Waits until `url` answers 2xx; false if it did not within `timeout`.
+pub async fn wait_ready(url: &str, timeout: Duration) -> bool {
+    wait_for(timeout, || async {
+        http_get(url)
+            .await
+            .ok()?
+            .status()
+            .is_success()
+            .then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// Polls `f` until it returns `Some`, or the timeout passes.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
@@ -87,4 +98,27 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, or `target/` in the workspace).
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A workspace binary from the debug build; panics with what to run when it is missing.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let p = target_dir().join("debug").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
 }

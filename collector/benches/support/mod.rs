@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nunchi_testkit::{Server, free_port, http_get, require, wait_for};
+use nunchi_testkit::{Server, free_port, require, wait_ready};
 
 /// The systems compared, in report order.
 pub const SYSTEMS: [&str; 3] = ["nunchi", "victoria-metrics", "prometheus"];
@@ -98,16 +98,10 @@ pub async fn start(name: &'static str, dir: &Path) -> Peer {
             .expect("start peer"),
     );
     let url = format!("{base}{ready_path}");
-    wait_for(Duration::from_secs(60), || async {
-        http_get(&url)
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("{url} never became ready"));
+    assert!(
+        wait_ready(&url, Duration::from_secs(60)).await,
+        "{url} never became ready"
+    );
     Peer {
         name,
         server,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use nunchi_codec::{exposition, remote_write};
 use nunchi_model::{Labels, Sample, Series};
 pub use nunchi_testkit::{
-    Server, client, free_port, http_get, now_ms, require, urlencode, wait_for,
+    Server, client, free_port, http_get, now_ms, require, urlencode, wait_for, wait_ready,
 };
 
 /// A series with samples `(t, v)`.
@@ -144,16 +144,7 @@ impl Collector {
             .expect("start nunchi-collector");
         self.child = Some(child);
         let base = self.base.clone();
-        let ready = wait_for(Duration::from_secs(30), || async {
-            http_get(format!("{base}/-/ready"))
-                .await
-                .ok()?
-                .status()
-                .is_success()
-                .then_some(())
-        })
-        .await;
-        if ready.is_none() {
+        if !wait_ready(&format!("{base}/-/ready"), Duration::from_secs(30)).await {
             panic!("collector not ready; log:\n{}", self.log_text());
         }
     }
@@ -247,16 +238,10 @@ pub async fn start_prometheus(dir: &Path, config: &str, extra: &[&str]) -> (Serv
         .expect("start prometheus");
     let server = Server(child);
     let base = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(60), || async {
-        http_get(format!("{base}/-/ready"))
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .expect("prometheus ready");
+    assert!(
+        wait_ready(&format!("{base}/-/ready"), Duration::from_secs(60)).await,
+        "prometheus ready"
+    );
     (server, base)
 }
 
@@ -280,15 +265,9 @@ pub async fn start_victoria(dir: &Path, port: u16) -> (Server, String) {
         .expect("start victoria-metrics");
     let server = Server(child);
     let base = format!("http://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(60), || async {
-        http_get(format!("{base}/health"))
-            .await
-            .ok()?
-            .status()
-            .is_success()
-            .then_some(())
-    })
-    .await
-    .expect("victoria-metrics healthy");
+    assert!(
+        wait_ready(&format!("{base}/health"), Duration::from_secs(60)).await,
+        "victoria-metrics healthy"
+    );
     (server, base)
 }
