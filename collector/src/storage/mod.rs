@@ -233,6 +233,10 @@ pub struct Storage {
     /// Writers hold it shared from WAL append to head append; a cut holds it exclusively,
     /// so every record in the WAL before a rotation is in the head before the cut.
     gate: tokio::sync::RwLock<()>,
+    /// Held (shared) by a read across its database and head parts, and (exclusive) by a
+    /// flush while it cuts the head and while it drops persisted samples from it: a read sees
+    /// every sample in the head, the flushing batch or the database, never in none of them.
+    reading: tokio::sync::RwLock<()>,
     /// Cut batches not yet written, with the WAL segment each covers, oldest first.
     pending: tokio::sync::Mutex<Vec<(u64, Arc<FlushBatch>)>>,
     last_error: Mutex<Option<String>>,
@@ -292,6 +296,7 @@ impl Storage {
             wal,
             db,
             gate: tokio::sync::RwLock::new(()),
+            reading: tokio::sync::RwLock::new(()),
             pending: tokio::sync::Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             metrics,
@@ -358,7 +363,12 @@ impl Storage {
         {
             let _g = self.gate.write().await;
             let seg = self.wal.rotate().await?;
-            let batch = self.head.cut();
+            // A cut moves chunks from the series into the flushing batch one stripe at a
+            // time; no read may look in between.
+            let batch = {
+                let _w = self.reading.write().await;
+                self.head.cut()
+            };
             pending.push((seg, batch));
         }
         let mut written = 0u64;
@@ -367,7 +377,10 @@ impl Storage {
             match self.db.write_flush(&batch).await {
                 Ok(n) => {
                     written += n;
-                    self.head.release(&batch);
+                    {
+                        let _w = self.reading.write().await;
+                        self.head.release(&batch);
+                    }
                     done_through = Some(seg);
                     pending.remove(0);
                 }
@@ -468,6 +481,7 @@ impl Storage {
     ) -> Result<Vec<SelectedSeries>, StorageError> {
         let mint = mint.max(now_ms() - ms(self.opts.retention));
         let refs = self.select_refs(matchers);
+        let _r = self.reading.read().await;
         let mut stored = self.db.read_raw(&refs, mint, maxt).await?;
         let ix_labels: Vec<Option<Labels>> = {
             let ix = self.head.index();
@@ -496,6 +510,7 @@ impl Storage {
         let mint = mint.max(now_ms() - ms(self.opts.retention));
         let res = ms(self.opts.rollup_resolution).max(1);
         let refs = self.select_refs(matchers);
+        let _r = self.reading.read().await;
         let mut stored = self.db.read_rollup(&refs, mint, maxt).await?;
         let mut raw_from: Vec<(SeriesRef, i64)> = Vec::new();
         for &r in &refs {
