@@ -7,6 +7,7 @@ use std::sync::Arc;
 use nunchi_codec::remote_write::{self, WriteRequest};
 use nunchi_model::Series;
 
+use crate::query::cache::{CacheOptions, ResultCache};
 use crate::query::{Engine, QueryError, QueryLimits, QueryResult};
 use crate::remote::{ForwardError, Remote};
 use crate::storage::{Storage, StorageError, canonicalize};
@@ -25,17 +26,29 @@ pub enum BackendError {
 /// The series store.
 #[derive(Clone)]
 pub enum Backend {
-    /// Embedded storage.
-    Local(Arc<Storage>),
+    /// Embedded storage, with the cache of range query answers computed from it.
+    Local(Arc<Storage>, Arc<ResultCache>),
     /// A remote Prometheus-compatible TSDB.
     Remote(Arc<Remote>),
 }
 
 impl Backend {
+    /// The embedded storage, with a result cache set up by `opts` that the storage tells
+    /// of changes.
+    pub fn local(
+        storage: Arc<Storage>,
+        opts: CacheOptions,
+        registry: &prometheus::Registry,
+    ) -> Result<Backend, prometheus::Error> {
+        let cache = ResultCache::new(opts, registry)?;
+        storage.observe(cache.clone());
+        Ok(Backend::Local(storage, cache))
+    }
+
     /// The embedded storage, if that is the mode.
     pub fn storage(&self) -> Option<&Arc<Storage>> {
         match self {
-            Backend::Local(s) => Some(s),
+            Backend::Local(s, _) => Some(s),
             Backend::Remote(_) => None,
         }
     }
@@ -48,7 +61,7 @@ impl Backend {
         limits: QueryLimits,
     ) -> Result<QueryResult, QueryError> {
         match self {
-            Backend::Local(s) => {
+            Backend::Local(s, _) => {
                 let expr = crate::query::parse(query)?;
                 Engine::new(s.as_ref(), limits).instant(&expr, t).await
             }
@@ -65,25 +78,26 @@ impl Backend {
         limits: QueryLimits,
     ) -> Result<QueryResult, QueryError> {
         match self {
-            Backend::Local(s) => Engine::new(s.as_ref(), limits).instant(expr, t).await,
+            Backend::Local(s, _) => Engine::new(s.as_ref(), limits).instant(expr, t).await,
             Backend::Remote(r) => timed(limits, r.instant(text, t)).await,
         }
     }
 
-    /// Evaluates `query` at every `step` from `start` to `end` (ms).
+    /// Evaluates `query` at every `step` from `start` to `end` (ms), reusing kept answers
+    /// unless `nocache`.
     pub async fn range(
         &self,
         query: &str,
-        start: i64,
-        end: i64,
-        step: i64,
+        (start, end, step): (i64, i64, i64),
         limits: QueryLimits,
+        nocache: bool,
     ) -> Result<QueryResult, QueryError> {
         match self {
-            Backend::Local(s) => {
+            Backend::Local(s, cache) => {
                 let expr = crate::query::parse(query)?;
-                Engine::new(s.as_ref(), limits)
-                    .range(&expr, start, end, step)
+                let engine = Engine::new(s.as_ref(), limits);
+                cache
+                    .range(&engine, &expr, query, start, end, step, nocache)
                     .await
             }
             Backend::Remote(r) => timed(limits, r.range(query, start, end, step)).await,
@@ -93,7 +107,7 @@ impl Backend {
     /// Stores series produced inside the collector.
     pub async fn write_series(&self, series: &[Series]) -> Result<u64, BackendError> {
         match self {
-            Backend::Local(s) => Ok(s.write_series(series).await?.appended),
+            Backend::Local(s, _) => Ok(s.write_series(series).await?.appended),
             Backend::Remote(r) => {
                 let mut req = WriteRequest::from_series(series);
                 canonicalize(&mut req);

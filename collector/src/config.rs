@@ -71,6 +71,14 @@ pub struct QueryConfig {
     /// How far back an instant selector looks for a sample. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub lookback_delta: Duration,
+    /// Memory for range query answers kept for the next time they are asked (a refreshing
+    /// dashboard then computes only its new steps); `0` turns the cache off. Default
+    /// `128MiB`.
+    pub result_cache_size: ByteSize,
+    /// Steps of a range query this close to now are always computed, never kept; a write of
+    /// a sample older than this empties the result cache. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub result_cache_fresh_window: Duration,
 }
 
 impl Default for QueryConfig {
@@ -79,6 +87,8 @@ impl Default for QueryConfig {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             lookback_delta: Duration::from_secs(300),
+            result_cache_size: ByteSize::mib(128),
+            result_cache_fresh_window: Duration::from_secs(300),
         }
     }
 }
@@ -322,6 +332,12 @@ impl CollectorConfig {
             return Err(invalid(
                 "query",
                 "max_samples, timeout and lookback_delta must be above 0",
+            ));
+        }
+        if self.query.result_cache_fresh_window.is_zero() {
+            return Err(invalid(
+                "query.result_cache_fresh_window",
+                "must be above 0 (samples arrive some time after they are taken)",
             ));
         }
         for t in &self.scrape {

@@ -99,7 +99,14 @@ pub async fn run(
     web::register_metrics(&registry)?;
     let backend = match &config.remote {
         Some(r) => Backend::Remote(remote::Remote::new(r.clone(), &registry)?),
-        None => Backend::Local(Storage::open(storage_options(&config), &registry).await?),
+        None => Backend::local(
+            Storage::open(storage_options(&config), &registry).await?,
+            query::cache::CacheOptions {
+                max_bytes: config.query.result_cache_size.as_u64(),
+                fresh_window: config.query.result_cache_fresh_window,
+            },
+            &registry,
+        )?,
     };
     let ingest = Ingest::new(config.limits.clone(), config.tokens.clone(), &registry)?;
     let limits = QueryLimits {

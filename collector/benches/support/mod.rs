@@ -43,8 +43,9 @@ impl Peer {
     }
 }
 
-/// Starts `name` with its data under `dir` and waits until it is ready. VictoriaMetrics
-/// runs with its query cache off, so repeated queries are computed, not replayed.
+/// Starts `name` with its data under `dir` and waits until it is ready. nunchi and
+/// VictoriaMetrics run with their result caches on, as they ship; a query that must be
+/// computed in full asks with `nocache=1`, which both honour.
 pub async fn start(name: &'static str, dir: &Path) -> Peer {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -69,7 +70,6 @@ pub async fn start(name: &'static str, dir: &Path) -> Peer {
             c.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
                 .arg(format!("-storageDataPath={}", data.display()))
                 .arg("-retentionPeriod=2y")
-                .arg("-search.disableCache")
                 .arg("-search.latencyOffset=0s")
                 .arg("-loggerLevel=ERROR");
             (c, "/health")

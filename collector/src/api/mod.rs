@@ -134,6 +134,34 @@ struct Success<T> {
     data: T,
 }
 
+/// [`success`] into a buffer of about the answer's size (a range query's answer can run to
+/// tens of megabytes; growing a buffer that far copies it over and over).
+fn success_sized(capacity: usize, data: impl Serialize) -> Response {
+    let mut buf = Vec::with_capacity(capacity + 64);
+    match serde_json::to_writer(
+        &mut buf,
+        &Success {
+            status: "success",
+            data,
+        },
+    ) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            buf,
+        )
+            .into_response(),
+        Err(e) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            message: format!("writing the answer: {e}"),
+        }
+        .into_response(),
+    }
+}
+
 fn success(data: impl Serialize) -> Response {
     axum::Json(Success {
         status: "success",
@@ -363,9 +391,12 @@ async fn query_range(State(s): State<Arc<AppState>>, p: Params) -> Result<Respon
     let step = parse_step(p.required("step")?)
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
     let limits = limits_for(&s, &p)?;
-    Ok(success(
-        s.backend.range(text, start, end, step, limits).await?,
-    ))
+    let nocache = p.get("nocache").is_some_and(|v| v == "1" || v == "true");
+    let r = s
+        .backend
+        .range(text, (start, end, step), limits, nocache)
+        .await?;
+    Ok(success_sized(r.json_size_hint(), r))
 }
 
 async fn labels(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
@@ -482,7 +513,7 @@ pub const PROMETHEUS_API_VERSION: &str = "2.42.0";
 /// The embedded storage, or the remote client in remote storage mode.
 fn local(s: &AppState) -> Result<&Arc<Storage>, &Arc<crate::remote::Remote>> {
     match &s.backend {
-        Backend::Local(st) => Ok(st),
+        Backend::Local(st, _) => Ok(st),
         Backend::Remote(r) => Err(r),
     }
 }

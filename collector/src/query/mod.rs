@@ -12,6 +12,7 @@
 
 mod aggregate;
 mod binary;
+pub mod cache;
 pub mod eval;
 mod functions;
 mod range;
@@ -254,13 +255,47 @@ impl<'a> LoadPlan<'a> {
     }
 }
 
+/// The span of sample times evaluating `expr` at every time in `[start, end]` reads, or
+/// `None` when an `@` modifier pins some part of it to a fixed or query-relative time.
+pub fn data_span(expr: &Expr, start: i64, end: i64, limits: &QueryLimits) -> Option<(i64, i64)> {
+    let mut plan = LoadPlan {
+        out: Vec::new(),
+        lookback: limits.lookback.as_millis() as i64,
+        subquery_step: (limits.subquery_step.as_millis() as i64).max(1),
+        start,
+        end,
+    };
+    if pinned(expr) {
+        return None;
+    }
+    plan.walk(expr, start, end);
+    let mint = plan.out.iter().map(|w| w.mint).min().unwrap_or(start);
+    let maxt = plan.out.iter().map(|w| w.maxt).max().unwrap_or(end);
+    Some((mint, maxt))
+}
+
+/// Whether any selector or subquery in `e` has an `@` modifier.
+fn pinned(e: &Expr) -> bool {
+    match e {
+        Expr::VectorSelector(vs) => vs.at.is_some(),
+        Expr::MatrixSelector(ms) => ms.vs.at.is_some(),
+        Expr::Subquery(sq) => sq.at.is_some() || pinned(&sq.expr),
+        Expr::Aggregate(x) => pinned(&x.expr) || x.param.as_deref().is_some_and(pinned),
+        Expr::Unary(u) => pinned(&u.expr),
+        Expr::Binary(x) => pinned(&x.lhs) || pinned(&x.rhs),
+        Expr::Paren(p) => pinned(&p.expr),
+        Expr::Call(c) => c.args.args.iter().any(|a| pinned(a)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => false,
+    }
+}
+
 /// One result series of a range query, being built.
 type Points = (Arc<nunchi_model::Labels>, Vec<(i64, f64)>);
 
 /// Runs PromQL against a [`Querier`].
 pub struct Engine<'q, Q: Querier> {
     querier: &'q Q,
-    limits: QueryLimits,
+    pub(crate) limits: QueryLimits,
 }
 
 impl<'q, Q: Querier> Engine<'q, Q> {
@@ -399,6 +434,23 @@ impl<'q, Q: Querier> Engine<'q, Q> {
         end: i64,
         step: i64,
     ) -> Result<QueryResult, QueryError> {
+        let rollup = self.uses_rollup(start, end, step);
+        self.range_with(expr, start, end, step, rollup).await
+    }
+
+    /// Whether a range query over `[start, end]` at `step` reads rollups.
+    pub fn uses_rollup(&self, start: i64, end: i64, step: i64) -> bool {
+        step >= self.querier.rollup_resolution_ms() && end - start > ROLLUP_MIN_RANGE_MS
+    }
+
+    /// Refuses a range query Prometheus would refuse, with its words.
+    pub fn check_range(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<(), QueryError> {
         if step <= 0 {
             return Err(QueryError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".to_owned(),
@@ -423,8 +475,20 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                 "invalid expression type \"{kind}\" for range query, must be Scalar or instant Vector"
             )));
         }
-        let rollup =
-            step >= self.querier.rollup_resolution_ms() && end - start > ROLLUP_MIN_RANGE_MS;
+        Ok(())
+    }
+
+    /// [`Engine::range`], reading rollups or raw samples as `rollup` says (a cached
+    /// answer's new steps are computed the way its old ones were).
+    pub async fn range_with(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        rollup: bool,
+    ) -> Result<QueryResult, QueryError> {
+        self.check_range(expr, start, end, step)?;
         self.timed(async {
             let began = std::time::Instant::now();
             let loaded = self.load(expr, start, end, rollup).await?;

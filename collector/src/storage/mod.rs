@@ -63,6 +63,15 @@ pub enum StorageError {
     },
 }
 
+/// Told when stored data changes in a way a reader that kept an earlier answer must know
+/// of (the range query result cache).
+pub trait ChangeObserver: Send + Sync {
+    /// A write stored samples, the oldest at `oldest_ms`. Called once they are readable.
+    fn samples_written(&self, oldest_ms: i64);
+    /// Retention deleted the samples before `before_ms`.
+    fn deleted_before(&self, before_ms: i64);
+}
+
 /// How the storage is set up.
 #[derive(Debug, Clone)]
 pub struct StorageOptions {
@@ -242,6 +251,7 @@ pub struct Storage {
     last_error: Mutex<Option<String>>,
     metrics: StorageMetrics,
     metadata: metadata::MetadataStore,
+    observer: std::sync::OnceLock<Arc<dyn ChangeObserver>>,
 }
 
 impl Storage {
@@ -301,6 +311,7 @@ impl Storage {
             last_error: Mutex::new(None),
             metrics,
             metadata,
+            observer: std::sync::OnceLock::new(),
         });
         s.update_gauges();
         Ok(s)
@@ -333,7 +344,22 @@ impl Storage {
         let o = self.head.append(req);
         self.metadata.record(&req.metadata);
         self.metrics.record(&o);
+        if o.appended > 0
+            && let Some(obs) = self.observer.get()
+            && let Some(oldest) = req
+                .timeseries
+                .iter()
+                .filter_map(|t| t.samples.iter().map(|x| x.timestamp).min())
+                .min()
+        {
+            obs.samples_written(oldest);
+        }
         Ok(o)
+    }
+
+    /// Sets the one observer told of changes to stored data; `false` if one is set already.
+    pub fn observe(&self, observer: Arc<dyn ChangeObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Metric metadata senders declared.
@@ -458,6 +484,11 @@ impl Storage {
         let candidates = self.head.idle_since(before);
         let (chunks, gone) = self.db.apply_retention(before, &candidates).await?;
         self.head.remove(&gone);
+        if (chunks > 0 || !gone.is_empty())
+            && let Some(obs) = self.observer.get()
+        {
+            obs.deleted_before(before);
+        }
         self.metrics.retention_deleted_chunks.inc_by(chunks);
         if chunks > 0 || !gone.is_empty() {
             tracing::info!(chunks, series = gone.len(), "retention deleted old data");
