@@ -178,77 +178,126 @@ fn window_function(
     ms: &MatrixSelector,
     steps: &Steps,
 ) -> Option<Vec<Track>> {
-    let off = offset_ms(&ms.vs.offset);
-    let range = ms.range.as_millis() as i64;
-    let keep = keeps_name(name);
-    let mut out = Vec::new();
-    let mut scratch: Vec<Sample> = Vec::new();
-    let counter_rate = matches!(name, "rate" | "increase");
-    // resets[k]: counter resets among samples 1..=k, so a window's are found in O(1).
-    let mut resets: Vec<u32> = Vec::new();
-    for s in series(loaded, &ms.vs) {
-        let stale = s.samples.iter().any(|x| is_stale_nan(x.value));
-        if counter_rate && !stale {
-            resets.clear();
-            let mut n = 0;
-            resets.push(0);
-            for w in s.samples.windows(2) {
-                n += u32::from(w[1].value < w[0].value);
-                resets.push(n);
-            }
-        }
-        let (mut a, mut b) = (0, 0);
-        let mut values = Vec::with_capacity(steps.n);
-        let mut any = false;
-        for i in 0..steps.n {
-            let end = steps.at(i) - off;
-            while a < s.samples.len() && s.samples[a].timestamp_ms < end - range {
-                a += 1;
-            }
-            b = b.max(a);
-            while b < s.samples.len() && s.samples[b].timestamp_ms <= end {
-                b += 1;
-            }
-            let raw = &s.samples[a..b];
-            let window: &[Sample] = if stale {
-                scratch.clear();
-                scratch.extend(raw.iter().filter(|x| !is_stale_nan(x.value)));
-                &scratch
-            } else {
-                raw
-            };
-            let v = if window.is_empty() {
-                None
-            } else if counter_rate && !stale {
-                let any_reset = b > a && resets[b - 1] > resets[a];
-                extrapolated_rate_scan(
-                    window,
-                    end - range,
-                    end,
-                    true,
-                    name == "rate",
-                    range,
-                    any_reset,
-                )
-            } else {
-                let rollup = s.rollup.as_deref().map(|r| &r[a..b]);
-                window_value(name, window, rollup, end, range)
-            };
-            any |= v.is_some();
-            values.push(v);
-        }
-        if any {
-            out.push(Track {
-                labels: if keep {
-                    s.labels.clone()
-                } else {
-                    Arc::new(drop_name(&s.labels))
-                },
-                values,
-            });
-        }
-    }
+    let w = Window {
+        name,
+        off: offset_ms(&ms.vs.offset),
+        range: ms.range.as_millis() as i64,
+        keep: keeps_name(name),
+        counter_rate: matches!(name, "rate" | "increase"),
+        steps,
+    };
+    let all = series(loaded, &ms.vs);
+    let samples: usize = all.iter().map(|s| s.samples.len()).sum();
+    // Large inputs are split over the cores, each part walked as below; small ones are not
+    // worth a thread.
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(samples / PARALLEL_MIN_SAMPLES + 1)
+        .min(all.len().max(1));
+    let out: Vec<Track> = if parts <= 1 {
+        w.tracks(all)
+    } else {
+        let size = all.len().div_ceil(parts);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = all
+                .chunks(size)
+                .map(|part| sc.spawn(|| w.tracks(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
     unique(out)
+}
+
+/// Below this many input samples a window function runs on one core.
+const PARALLEL_MIN_SAMPLES: usize = 200_000;
+
+/// A function of one range window, evaluated at every step.
+struct Window<'a> {
+    name: &'a str,
+    off: i64,
+    range: i64,
+    keep: bool,
+    counter_rate: bool,
+    steps: &'a Steps,
+}
+
+impl Window<'_> {
+    /// The result series of `series`, in order, without those with no value at any step.
+    fn tracks(&self, series: &[LoadedSeries]) -> Vec<Track> {
+        let (name, range, steps) = (self.name, self.range, self.steps);
+        let counter_rate = self.counter_rate;
+        let mut out = Vec::new();
+        let mut scratch: Vec<Sample> = Vec::new();
+        // resets[k]: counter resets among samples 1..=k, so a window's are found in O(1).
+        let mut resets: Vec<u32> = Vec::new();
+        for s in series {
+            let stale = s.samples.iter().any(|x| is_stale_nan(x.value));
+            if counter_rate && !stale {
+                resets.clear();
+                let mut n = 0;
+                resets.push(0);
+                for w in s.samples.windows(2) {
+                    n += u32::from(w[1].value < w[0].value);
+                    resets.push(n);
+                }
+            }
+            let (mut a, mut b) = (0, 0);
+            let mut values = Vec::with_capacity(steps.n);
+            let mut any = false;
+            for i in 0..steps.n {
+                let end = steps.at(i) - self.off;
+                while a < s.samples.len() && s.samples[a].timestamp_ms < end - range {
+                    a += 1;
+                }
+                b = b.max(a);
+                while b < s.samples.len() && s.samples[b].timestamp_ms <= end {
+                    b += 1;
+                }
+                let raw = &s.samples[a..b];
+                let window: &[Sample] = if stale {
+                    scratch.clear();
+                    scratch.extend(raw.iter().filter(|x| !is_stale_nan(x.value)));
+                    &scratch
+                } else {
+                    raw
+                };
+                let v = if window.is_empty() {
+                    None
+                } else if counter_rate && !stale {
+                    let any_reset = b > a && resets[b - 1] > resets[a];
+                    extrapolated_rate_scan(
+                        window,
+                        end - range,
+                        end,
+                        true,
+                        name == "rate",
+                        range,
+                        any_reset,
+                    )
+                } else {
+                    let rollup = s.rollup.as_deref().map(|r| &r[a..b]);
+                    window_value(name, window, rollup, end, range)
+                };
+                any |= v.is_some();
+                values.push(v);
+            }
+            if any {
+                out.push(Track {
+                    labels: if self.keep {
+                        s.labels.clone()
+                    } else {
+                        Arc::new(drop_name(&s.labels))
+                    },
+                    values,
+                });
+            }
+        }
+        out
+    }
 }
 
 fn aggregate(

@@ -297,16 +297,23 @@ impl Persist {
         maxt: i64,
         mut f: impl FnMut(i64, Vec<u8>) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
-        for part in refs.chunks(IN_LIST) {
+        // Parts of the list are read at once, on as many connections as there are cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let size = refs.len().div_ceil(cores).clamp(1, IN_LIST);
+        let reads = refs.chunks(size).map(|part| {
             let sql = format!(
                 "SELECT series_id, {column} FROM chunks WHERE series_id IN ({}){filter} AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
                 id_list(part)
             );
-            let rows = sqlx::query(&sql)
-                .bind(mint)
-                .bind(maxt)
-                .fetch_all(&self.pool)
-                .await?;
+            async move {
+                sqlx::query(&sql)
+                    .bind(mint)
+                    .bind(maxt)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        });
+        for rows in futures_util::future::try_join_all(reads).await? {
             for row in rows {
                 f(row.try_get(0)?, row.try_get(1)?)?;
             }
