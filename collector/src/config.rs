@@ -79,6 +79,9 @@ pub struct QueryConfig {
     /// a sample older than this empties the result cache. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub result_cache_fresh_window: Duration,
+    /// Memory for decoded compacted blocks, so a time range read again is not decompressed
+    /// again; `0` keeps none. Default `256MiB`.
+    pub block_cache_size: ByteSize,
 }
 
 impl Default for QueryConfig {
@@ -89,6 +92,7 @@ impl Default for QueryConfig {
             lookback_delta: Duration::from_secs(300),
             result_cache_size: ByteSize::mib(128),
             result_cache_fresh_window: Duration::from_secs(300),
+            block_cache_size: ByteSize::mib(256),
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn storage_options(c: &CollectorConfig) -> StorageOptions {
         block_span: c.block_span,
         rollup_resolution: c.rollup_resolution,
         wal_sync: c.wal_sync,
+        block_cache_bytes: c.query.block_cache_size.as_u64(),
     }
 }
 

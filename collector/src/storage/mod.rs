@@ -91,6 +91,8 @@ pub struct StorageOptions {
     pub rollup_resolution: Duration,
     /// Whether each WAL write is `fdatasync`ed before it is acknowledged.
     pub wal_sync: bool,
+    /// Memory for decoded compacted blocks (0: none kept).
+    pub block_cache_bytes: u64,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -270,7 +272,7 @@ impl Storage {
                 opts.data_dir.join("nunchi.db").display()
             )
         });
-        let db = Persist::connect(&url).await?;
+        let db = Persist::connect(&url, opts.block_cache_bytes).await?;
         let head = Head::new(ms(opts.out_of_order_window));
         let loaded = db.load_series().await?;
         let n = loaded.len();

@@ -7,6 +7,8 @@
 //! readers and compaction merge them, keeping one sample per timestamp.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use nunchi_model::{Label, Labels, Sample};
 use sqlx::any::AnyPoolOptions;
@@ -52,6 +54,52 @@ pub struct Persist {
     pool: AnyPool,
     sqlite: bool,
     symbols: tokio::sync::Mutex<Symbols>,
+    decoded: Option<DecodedBlocks>,
+}
+
+/// Compacted blocks, decoded, so a time range read again is not decompressed again (a
+/// dashboard reads the same day every refresh). Keyed by series and a hash of the block's
+/// bytes and checked against them: a block compaction rewrote has other bytes and is never
+/// answered from an older one.
+struct DecodedBlocks {
+    cache: moka::sync::Cache<(i64, u64), Arc<Decoded>>,
+}
+
+struct Decoded {
+    bytes: Box<[u8]>,
+    samples: Vec<Sample>,
+}
+
+impl DecodedBlocks {
+    fn new(max_bytes: u64) -> Option<DecodedBlocks> {
+        (max_bytes > 0).then(|| DecodedBlocks {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, d: &Arc<Decoded>| {
+                    let size = d.bytes.len() + d.samples.len() * size_of::<Sample>() + 64;
+                    u32::try_from(size).unwrap_or(u32::MAX)
+                })
+                .build(),
+        })
+    }
+
+    /// Every sample of the block `bytes` of `series`.
+    fn get(&self, series: i64, bytes: &[u8]) -> Result<Arc<Decoded>, block::BlockError> {
+        let key = (series, rustc_hash::FxBuildHasher.hash_one(bytes));
+        if let Some(d) = self.cache.get(&key)
+            && *d.bytes == *bytes
+        {
+            return Ok(d);
+        }
+        let mut samples = Vec::new();
+        block::decode_raw(bytes, i64::MIN, i64::MAX, &mut samples)?;
+        let d = Arc::new(Decoded {
+            bytes: bytes.into(),
+            samples,
+        });
+        self.cache.insert(key, d.clone());
+        Ok(d)
+    }
 }
 
 /// The symbol table: every label name and value persisted, by id.
@@ -153,8 +201,8 @@ struct ChunkRow {
 }
 
 impl Persist {
-    /// Connects and migrates.
-    pub async fn connect(url: &str) -> Result<Persist, PersistError> {
+    /// Connects and migrates; up to `block_cache_bytes` of decoded blocks are kept.
+    pub async fn connect(url: &str, block_cache_bytes: u64) -> Result<Persist, PersistError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         if !sqlite && !url.starts_with("postgres:") && !url.starts_with("postgresql:") {
@@ -188,6 +236,7 @@ impl Persist {
             pool,
             sqlite,
             symbols: tokio::sync::Mutex::new(Symbols::default()),
+            decoded: DecodedBlocks::new(block_cache_bytes),
         })
     }
 
@@ -286,7 +335,7 @@ impl Persist {
         Ok(written)
     }
 
-    /// Calls `f(series, blob)` for each `column` of the chunks of `refs` that overlap
+    /// Calls `f(series, level, blob)` for each `column` of the chunks of `refs` that overlap
     /// `[mint, maxt]` and satisfy `filter`, in `IN (...)` batches.
     async fn for_each_blob(
         &self,
@@ -295,14 +344,14 @@ impl Persist {
         filter: &str,
         mint: i64,
         maxt: i64,
-        mut f: impl FnMut(i64, Vec<u8>) -> Result<(), PersistError>,
+        mut f: impl FnMut(i64, i64, Vec<u8>) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
         // Parts of the list are read at once, on as many connections as there are cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let size = refs.len().div_ceil(cores).clamp(1, IN_LIST);
         let reads = refs.chunks(size).map(|part| {
             let sql = format!(
-                "SELECT series_id, {column} FROM chunks WHERE series_id IN ({}){filter} AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
+                "SELECT series_id, level, {column} FROM chunks WHERE series_id IN ({}){filter} AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
                 id_list(part)
             );
             async move {
@@ -315,7 +364,7 @@ impl Persist {
         });
         for rows in futures_util::future::try_join_all(reads).await? {
             for row in rows {
-                f(row.try_get(0)?, row.try_get(1)?)?;
+                f(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)?;
             }
         }
         Ok(())
@@ -328,16 +377,16 @@ impl Persist {
         mint: i64,
         maxt: i64,
     ) -> Result<RefMap<Vec<Sample>>, PersistError> {
-        let mut rows: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut rows: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         let began = std::time::Instant::now();
-        self.for_each_blob(refs, "data", "", mint, maxt, |id, data| {
-            rows.push((id, data));
+        self.for_each_blob(refs, "data", "", mint, maxt, |id, level, data| {
+            rows.push((id, level, data));
             Ok(())
         })
         .await?;
         tracing::debug!(
             rows = rows.len(),
-            bytes = rows.iter().map(|r| r.1.len()).sum::<usize>(),
+            bytes = rows.iter().map(|r| r.2.len()).sum::<usize>(),
             fetch_ms = began.elapsed().as_secs_f64() * 1000.0,
             "raw chunks fetched"
         );
@@ -346,17 +395,28 @@ impl Persist {
         let parts = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(rows.len() / 64 + 1);
-        let decode = |rows: &[(i64, Vec<u8>)]| -> Result<RefMap<Vec<Sample>>, PersistError> {
+        let decode = |rows: &[(i64, i64, Vec<u8>)]| -> Result<RefMap<Vec<Sample>>, PersistError> {
             let mut out: RefMap<Vec<Sample>> = RefMap::default();
             let mut got = Vec::new();
-            for (id, data) in rows {
+            for (id, level, data) in rows {
                 got.clear();
-                block::decode_raw(data, mint, maxt, &mut got).map_err(|source| {
-                    PersistError::Block {
-                        series: *id,
-                        source,
+                let failed = |source| PersistError::Block {
+                    series: *id,
+                    source,
+                };
+                match &self.decoded {
+                    // Level-0 chunks are soon compacted away: not worth keeping.
+                    Some(cache) if *level > 0 => {
+                        let block = cache.get(*id, data).map_err(failed)?;
+                        got.extend(
+                            block
+                                .samples
+                                .iter()
+                                .filter(|s| (mint..=maxt).contains(&s.timestamp_ms)),
+                        );
                     }
-                })?;
+                    _ => block::decode_raw(data, mint, maxt, &mut got).map_err(failed)?,
+                }
                 merge_in(out.entry(*id as SeriesRef).or_default(), &got);
             }
             Ok(out)
@@ -407,7 +467,7 @@ impl Persist {
             " AND level = 1 AND rollup IS NOT NULL",
             mint,
             maxt,
-            |id, data| {
+            |id, _, data| {
                 block::decode_rollup(&data, mint, maxt, out.entry(id as SeriesRef).or_default())
                     .map_err(|source| PersistError::Block { series: id, source })
             },
