@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::ingest::remote_write::{Ingest, WriteError};
-use crate::query::{QueryError, QueryLimits};
+use crate::query::{QueryError, QueryLimits, QueryResult};
 use crate::remote::ForwardError;
 use crate::storage::{Storage, now_ms};
 
@@ -134,32 +134,25 @@ struct Success<T> {
     data: T,
 }
 
-/// [`success`] into a buffer of about the answer's size (a range query's answer can run to
-/// tens of megabytes; growing a buffer that far copies it over and over).
-fn success_sized(capacity: usize, data: impl Serialize) -> Response {
-    let mut buf = Vec::with_capacity(capacity + 64);
-    match serde_json::to_writer(
-        &mut buf,
-        &Success {
-            status: "success",
-            data,
-        },
-    ) {
-        Ok(()) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            )],
-            buf,
-        )
-            .into_response(),
-        Err(e) => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "internal",
-            message: format!("writing the answer: {e}"),
-        }
-        .into_response(),
+/// A JSON body already written.
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn internal(message: String) -> Response {
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "internal",
+        message,
     }
+    .into_response()
 }
 
 fn success(data: impl Serialize) -> Response {
@@ -396,7 +389,16 @@ async fn query_range(State(s): State<Arc<AppState>>, p: Params) -> Result<Respon
         .backend
         .range(text, (start, end, step), limits, nocache)
         .await?;
-    Ok(success_sized(r.json_size_hint(), r))
+    Ok(match r {
+        QueryResult::Matrix(m) => {
+            let mut buf = Vec::new();
+            match crate::query::value::write_matrix_response(&m, &mut buf) {
+                Ok(()) => json_response(buf),
+                Err(e) => internal(format!("writing the answer: {e}")),
+            }
+        }
+        other => success(other),
+    })
 }
 
 async fn labels(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {

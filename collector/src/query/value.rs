@@ -57,23 +57,6 @@ pub enum QueryResult {
     Matrix(Vec<(Labels, Vec<(i64, f64)>)>),
 }
 
-impl QueryResult {
-    /// Roughly how many bytes its JSON takes.
-    pub fn json_size_hint(&self) -> usize {
-        let labels = |l: &Labels| {
-            l.iter()
-                .map(|x| x.name.len() + x.value.len() + 6)
-                .sum::<usize>()
-        };
-        match self {
-            QueryResult::Scalar(..) => 64,
-            QueryResult::String(_, s) => 64 + s.len(),
-            QueryResult::Vector(_, els) => els.iter().map(|e| 64 + labels(&e.labels)).sum(),
-            QueryResult::Matrix(m) => m.iter().map(|(l, p)| 64 + labels(l) + p.len() * 32).sum(),
-        }
-    }
-}
-
 /// A value as Prometheus writes it (`jsonutil.MarshalFloat`): Go's shortest digits,
 /// plain below 1e21 and from 1e-6, with an exponent (`1e+21`, `6.5e-07`) outside;
 /// `+Inf`, `-Inf`, `NaN`.
@@ -253,6 +236,67 @@ impl Serialize for VectorItem<'_> {
     }
 }
 
+/// Writes a range query's answer as `/api/v1/query_range` returns it,
+/// `{"status":"success","data":{"resultType":"matrix","result":[...]}}`; large answers are
+/// written in parts on every core and joined.
+pub fn write_matrix_response(
+    series: &[(Labels, Vec<(i64, f64)>)],
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    let write = |part: &[(Labels, Vec<(i64, f64)>)], buf: &mut Vec<u8>| {
+        for (i, (l, p)) in part.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut *buf, &MatrixItem(l, p))?;
+        }
+        Ok::<(), serde_json::Error>(())
+    };
+    let points: usize = series.iter().map(|(_, p)| p.len()).sum();
+    // Sized up front: a buffer grown to tens of megabytes is copied over and over.
+    let labels: usize = series
+        .iter()
+        .flat_map(|(l, _)| l.iter().map(|x| x.name.len() + x.value.len() + 6))
+        .sum();
+    out.reserve(points * 32 + labels + series.len() * 32 + 64);
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(points / PARALLEL_MIN_POINTS + 1)
+        .min(series.len().max(1));
+    out.extend_from_slice(br#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    if parts <= 1 {
+        write(series, out)?;
+    } else {
+        let size = series.len().div_ceil(parts);
+        let bufs = std::thread::scope(|sc| {
+            let handles: Vec<_> = series
+                .chunks(size)
+                .map(|part| {
+                    sc.spawn(move || {
+                        let mut buf = Vec::with_capacity(points * 32 / parts);
+                        write(part, &mut buf).map(|()| buf)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for (i, b) in bufs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b);
+        }
+    }
+    out.extend_from_slice(b"]}}");
+    Ok(())
+}
+
+/// Below this many points an answer is written on one core.
+const PARALLEL_MIN_POINTS: usize = 50_000;
+
 struct MatrixItem<'a>(&'a Labels, &'a [(i64, f64)]);
 
 struct Points<'a>(&'a [(i64, f64)]);
@@ -339,6 +383,28 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&m).expect("json"),
             r#"{"resultType":"matrix","result":[{"metric":{},"values":[[2,"1"]]}]}"#
+        );
+        // Written in parts, the same text as in one piece.
+        let big: Vec<(Labels, Vec<(i64, f64)>)> = (0..300)
+            .map(|i| {
+                let l = Labels::from_pairs([("i", i.to_string().as_str())]);
+                (
+                    l,
+                    (0..1000)
+                        .map(|k| (k * 1000, (i * k) as f64 / 7.0))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_matrix_response(&big, &mut out).expect("write");
+        let whole = serde_json::json!({
+            "status": "success",
+            "data": serde_json::to_value(QueryResult::Matrix(big)).expect("json"),
+        });
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON"),
+            whole
         );
     }
 }
