@@ -79,8 +79,8 @@ pub struct QueryConfig {
     /// a sample older than this empties the result cache. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub result_cache_fresh_window: Duration,
-    /// Memory for decoded compacted blocks, so a time range read again is not decompressed
-    /// again; `0` keeps none. Default `256MiB`.
+    /// Memory for decoded compacted blocks, so a time range read again is neither read from
+    /// the database nor decompressed again; `0` keeps none. Default `256MiB`.
     pub block_cache_size: ByteSize,
 }
 

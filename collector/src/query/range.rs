@@ -16,6 +16,7 @@ use promql_parser::parser::token::{
     T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM, TokenId,
 };
 use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
+use rayon::prelude::*;
 
 use super::aggregate::{Acc, group_labels};
 use super::binary::{apply, drops_name, is_comparison};
@@ -190,24 +191,19 @@ fn window_function(
     let samples: usize = all.iter().map(|s| s.samples.len()).sum();
     // Large inputs are split over the cores, each part walked as below; small ones are not
     // worth a thread.
-    let parts = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    let parts = rayon::current_num_threads()
         .min(samples / PARALLEL_MIN_SAMPLES + 1)
         .min(all.len().max(1));
     let out: Vec<Track> = if parts <= 1 {
         w.tracks(all)
     } else {
         let size = all.len().div_ceil(parts);
-        std::thread::scope(|sc| {
-            let handles: Vec<_> = all
-                .chunks(size)
-                .map(|part| sc.spawn(|| w.tracks(part)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
+        all.par_chunks(size)
+            .map(|part| w.tracks(part))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flatten()
+            .collect()
     };
     unique(out)
 }

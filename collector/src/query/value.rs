@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use nunchi_model::{Labels, METRIC_NAME};
+use rayon::prelude::*;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
@@ -259,8 +260,7 @@ pub fn write_matrix_response(
         .flat_map(|(l, _)| l.iter().map(|x| x.name.len() + x.value.len() + 6))
         .sum();
     out.reserve(points * 32 + labels + series.len() * 32 + 64);
-    let parts = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    let parts = rayon::current_num_threads()
         .min(points / PARALLEL_MIN_POINTS + 1)
         .min(series.len().max(1));
     out.extend_from_slice(br#"{"status":"success","data":{"resultType":"matrix","result":["#);
@@ -268,21 +268,13 @@ pub fn write_matrix_response(
         write(series, out)?;
     } else {
         let size = series.len().div_ceil(parts);
-        let bufs = std::thread::scope(|sc| {
-            let handles: Vec<_> = series
-                .chunks(size)
-                .map(|part| {
-                    sc.spawn(move || {
-                        let mut buf = Vec::with_capacity(points * 32 / parts);
-                        write(part, &mut buf).map(|()| buf)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Result<Vec<_>, _>>()
-        })?;
+        let bufs = series
+            .par_chunks(size)
+            .map(|part| {
+                let mut buf = Vec::with_capacity(points * 32 / parts);
+                write(part, &mut buf).map(|()| buf)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         for (i, b) in bufs.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
