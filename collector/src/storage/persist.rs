@@ -4,19 +4,20 @@
 //!
 //! Durability: a flush is one transaction; until it commits, its samples stay in the head
 //! and in the write-ahead log. Level-0 rows may overlap (a flush repeated after a crash);
-//! readers and compaction merge them, keeping one sample per timestamp.
+//! readers and compaction merge them, keeping one sample per timestamp. Reads, and the
+//! cache of decoded blocks they go through, are in `persist/read.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use nunchi_model::{Label, Labels, Sample};
-use rayon::prelude::*;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
-use super::block::{self, RollupPoint};
+mod read;
+
+use super::block;
 use super::head::{FlushBatch, merge_in};
-use super::index::{RefMap, SeriesRef};
+use super::index::SeriesRef;
 
 /// Rows per multi-row `INSERT`.
 const INSERT_ROWS: usize = 40;
@@ -54,44 +55,7 @@ pub struct Persist {
     pool: AnyPool,
     sqlite: bool,
     symbols: tokio::sync::Mutex<Symbols>,
-    decoded: Option<DecodedBlocks>,
-}
-
-/// Compacted blocks, decoded, so a time range read again is neither read from the database
-/// nor decompressed again (a dashboard reads the same day every refresh). Keyed by series
-/// and the block's `block_id`, which every written block gets anew: a block compaction
-/// rewrote has another id and is never answered from an older one, and a cached block's
-/// bytes are not fetched at all.
-struct DecodedBlocks {
-    cache: moka::sync::Cache<BlockKey, Arc<[Sample]>>,
-}
-
-/// A block: its series and `block_id`.
-type BlockKey = (i64, i64);
-
-impl DecodedBlocks {
-    fn new(max_bytes: u64) -> Option<DecodedBlocks> {
-        (max_bytes > 0).then(|| DecodedBlocks {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|_, d: &Arc<[Sample]>| {
-                    u32::try_from(d.len() * size_of::<Sample>() + 64).unwrap_or(u32::MAX)
-                })
-                .build(),
-        })
-    }
-}
-
-/// One chunk row of a raw read, in the order the rows were listed.
-enum Piece {
-    /// A block's samples, decoded (from the cache, or fetched and decoded for it).
-    Decoded(Arc<[Sample]>),
-    /// A chunk's encoded bytes.
-    Encoded(Vec<u8>),
-    /// A block not in the cache, to be fetched by its id.
-    Missing(i64),
-    /// A chunk without an id (level 0), to be fetched with its series' others.
-    Unfetched,
+    decoded: Option<read::DecodedBlocks>,
 }
 
 /// The symbol table: every label name and value persisted, by id.
@@ -228,8 +192,20 @@ impl Persist {
             pool,
             sqlite,
             symbols: tokio::sync::Mutex::new(Symbols::default()),
-            decoded: DecodedBlocks::new(block_cache_bytes),
+            decoded: read::DecodedBlocks::new(block_cache_bytes),
         })
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred transaction that read
+    /// first fails with "database is locked" when it then writes after another connection
+    /// took the lock, even briefly.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        }
     }
 
     /// Every persisted series with the oldest and newest timestamps of its raw chunks
@@ -277,7 +253,7 @@ impl Persist {
                 Some((i64::from(r), buf.clone()))
             })
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for part in fresh.chunks(INSERT_ROWS) {
             let sql = format!(
                 "INSERT INTO symbols (id, value) VALUES {}",
@@ -327,286 +303,6 @@ impl Persist {
         Ok(written)
     }
 
-    /// Calls `f(row)` for each chunk of `refs` that overlaps `[mint, maxt]` and satisfies
-    /// `filter`, selecting `series_id` and then `columns`, in `IN (...)` batches, in order of
-    /// series and time.
-    async fn for_each_row(
-        &self,
-        refs: &[SeriesRef],
-        columns: &str,
-        filter: &str,
-        mint: i64,
-        maxt: i64,
-        mut f: impl FnMut(AnyRow) -> Result<(), PersistError>,
-    ) -> Result<(), PersistError> {
-        // Parts of the list are read at once, on as many connections as there are cores.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let size = refs.len().div_ceil(cores).clamp(1, IN_LIST);
-        let reads = refs.chunks(size).map(|part| {
-            let sql = format!(
-                "SELECT series_id, {columns} FROM chunks WHERE series_id IN ({}){filter} AND max_t >= $1 AND min_t <= $2 ORDER BY series_id, min_t",
-                id_list(part)
-            );
-            async move {
-                sqlx::query(&sql)
-                    .bind(mint)
-                    .bind(maxt)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-        });
-        for rows in futures_util::future::try_join_all(reads).await? {
-            for row in rows {
-                f(row)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Raw samples of `refs` in `[mint, maxt]`, sorted, one per timestamp.
-    ///
-    /// With the block cache on, chunks are first listed from an index alone (no chunk
-    /// bytes are read): blocks the cache holds are taken from it, the others are then
-    /// fetched by id, and level-0 chunks by series. When what is fetched no longer matches
-    /// the listing (a flush or compaction ran in between), the read starts over and fetches
-    /// every chunk's bytes in one statement.
-    pub async fn read_raw(
-        &self,
-        refs: &[SeriesRef],
-        mint: i64,
-        maxt: i64,
-    ) -> Result<RefMap<Vec<Sample>>, PersistError> {
-        let began = std::time::Instant::now();
-        let mut listed = None;
-        if self.decoded.is_some() {
-            let l = self.list_chunks(refs, mint, maxt, false).await?;
-            listed = self.fill(l, mint, maxt).await?;
-        }
-        let listed = match listed {
-            Some(l) => l,
-            None => self.list_chunks(refs, mint, maxt, true).await?,
-        };
-        tracing::debug!(
-            chunks = listed.iter().map(|(_, p)| p.len()).sum::<usize>(),
-            read_ms = began.elapsed().as_secs_f64() * 1000.0,
-            "raw chunks read"
-        );
-        // Series by series, on every core, each copied once into a vector of its size.
-        let assemble = |(id, pieces): &(i64, Vec<Piece>)| -> Result<(SeriesRef, Vec<Sample>), PersistError> {
-            let in_range = |d: &[Sample]| {
-                let lo = d.partition_point(|s| s.timestamp_ms < mint);
-                let hi = d.partition_point(|s| s.timestamp_ms <= maxt);
-                lo..hi.max(lo)
-            };
-            let size: usize = pieces
-                .iter()
-                .map(|p| match p {
-                    Piece::Decoded(d) => in_range(d).len(),
-                    _ => 0,
-                })
-                .sum();
-            let mut out = Vec::with_capacity(size);
-            let mut scratch = Vec::new();
-            for p in pieces {
-                match p {
-                    Piece::Decoded(d) => merge_in(&mut out, &d[in_range(d)]),
-                    Piece::Encoded(data) => {
-                        scratch.clear();
-                        block::decode_raw(data, mint, maxt, &mut scratch).map_err(|source| {
-                            PersistError::Block {
-                                series: *id,
-                                source,
-                            }
-                        })?;
-                        merge_in(&mut out, &scratch);
-                    }
-                    // `fill` left none of these.
-                    Piece::Missing(_) | Piece::Unfetched => {}
-                }
-            }
-            Ok((*id as SeriesRef, out))
-        };
-        let series: Vec<(SeriesRef, Vec<Sample>)> = if listed.len() < 64 {
-            listed.iter().map(assemble).collect::<Result<_, _>>()?
-        } else {
-            listed.par_iter().map(assemble).collect::<Result<_, _>>()?
-        };
-        Ok(series.into_iter().collect())
-    }
-
-    /// The chunks of `refs` overlapping `[mint, maxt]`, per series in time order: with
-    /// `with_data`, each with its bytes; otherwise blocks with an id come from the cache or
-    /// are left [`Piece::Missing`], and the rest [`Piece::Unfetched`].
-    async fn list_chunks(
-        &self,
-        refs: &[SeriesRef],
-        mint: i64,
-        maxt: i64,
-        with_data: bool,
-    ) -> Result<Vec<(i64, Vec<Piece>)>, PersistError> {
-        // Without the bytes, the listing is read from the chunks_listing index alone.
-        let columns = if with_data {
-            "level, block_id, data"
-        } else {
-            "level, block_id"
-        };
-        let mut out: Vec<(i64, Vec<Piece>)> = Vec::new();
-        self.for_each_row(refs, columns, "", mint, maxt, |row| {
-            let id: i64 = row.try_get(0)?;
-            let level: i64 = row.try_get(1)?;
-            let block: Option<i64> = row.try_get(2)?;
-            let piece = if with_data {
-                Piece::Encoded(row.try_get(3)?)
-            } else {
-                match (level, block) {
-                    (1.., Some(b)) => {
-                        match self.decoded.as_ref().and_then(|c| c.cache.get(&(id, b))) {
-                            Some(d) => Piece::Decoded(d),
-                            None => Piece::Missing(b),
-                        }
-                    }
-                    _ => Piece::Unfetched,
-                }
-            };
-            match out.last_mut() {
-                Some((last, pieces)) if *last == id => pieces.push(piece),
-                _ => out.push((id, vec![piece])),
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(out)
-    }
-
-    /// Fetches what `listed` lacks: blocks by id (decoded and cached), other chunks by
-    /// series. `None` when the database no longer holds what was listed.
-    async fn fill(
-        &self,
-        mut listed: Vec<(i64, Vec<Piece>)>,
-        mint: i64,
-        maxt: i64,
-    ) -> Result<Option<Vec<(i64, Vec<Piece>)>>, PersistError> {
-        let missing: Vec<(i64, i64)> = listed
-            .iter()
-            .flat_map(|(id, pieces)| {
-                pieces.iter().filter_map(move |p| match p {
-                    Piece::Missing(b) => Some((*id, *b)),
-                    _ => None,
-                })
-            })
-            .collect();
-        let decoded = self.fetch_blocks(&missing).await?;
-        let unfetched: Vec<SeriesRef> = listed
-            .iter()
-            .filter(|(_, pieces)| pieces.iter().any(|p| matches!(p, Piece::Unfetched)))
-            .map(|(id, _)| *id as SeriesRef)
-            .collect();
-        let mut chunks: HashMap<i64, Vec<Vec<u8>>> = HashMap::new();
-        if !unfetched.is_empty() {
-            self.for_each_row(
-                &unfetched,
-                "data",
-                " AND (level = 0 OR block_id IS NULL)",
-                mint,
-                maxt,
-                |row| {
-                    chunks.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
-                    Ok(())
-                },
-            )
-            .await?;
-        }
-        for (id, pieces) in &mut listed {
-            let mut encoded = chunks.remove(id).unwrap_or_default().into_iter();
-            for p in pieces.iter_mut() {
-                match *p {
-                    Piece::Missing(b) => match decoded.get(&(*id, b)) {
-                        Some(d) => *p = Piece::Decoded(d.clone()),
-                        None => return Ok(None),
-                    },
-                    Piece::Unfetched => match encoded.next() {
-                        Some(data) => *p = Piece::Encoded(data),
-                        None => return Ok(None),
-                    },
-                    _ => {}
-                }
-            }
-            if encoded.next().is_some() {
-                return Ok(None);
-            }
-        }
-        Ok(Some(listed))
-    }
-
-    /// The blocks `(series, block_id)` of `wanted` that are still stored, decoded (on every
-    /// core) and put in the cache.
-    async fn fetch_blocks(
-        &self,
-        wanted: &[(i64, i64)],
-    ) -> Result<HashMap<BlockKey, Arc<[Sample]>>, PersistError> {
-        let reads = wanted.chunks(IN_LIST).map(|part| {
-            let mut series: Vec<SeriesRef> = part.iter().map(|(s, _)| *s as SeriesRef).collect();
-            series.dedup();
-            let blocks: Vec<String> = part.iter().map(|(_, b)| b.to_string()).collect();
-            let sql = format!(
-                "SELECT series_id, block_id, data FROM chunks WHERE series_id IN ({}) AND block_id IN ({})",
-                id_list(&series),
-                blocks.join(",")
-            );
-            async move { sqlx::query(&sql).fetch_all(&self.pool).await }
-        });
-        let mut fetched: Vec<(i64, i64, Vec<u8>)> = Vec::with_capacity(wanted.len());
-        for rows in futures_util::future::try_join_all(reads).await? {
-            for row in rows {
-                fetched.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-            }
-        }
-        let decoded: Vec<(BlockKey, Arc<[Sample]>)> = fetched
-            .par_iter()
-            .map(|(id, b, data)| {
-                let mut samples = Vec::new();
-                block::decode_raw(data, i64::MIN, i64::MAX, &mut samples).map_err(|source| {
-                    PersistError::Block {
-                        series: *id,
-                        source,
-                    }
-                })?;
-                Ok(((*id, *b), Arc::from(samples)))
-            })
-            .collect::<Result<_, PersistError>>()?;
-        if let Some(cache) = &self.decoded {
-            for (key, d) in &decoded {
-                cache.cache.insert(*key, d.clone());
-            }
-        }
-        Ok(decoded.into_iter().collect())
-    }
-
-    /// Rollup points of `refs` in `[mint, maxt]`, sorted.
-    pub async fn read_rollup(
-        &self,
-        refs: &[SeriesRef],
-        mint: i64,
-        maxt: i64,
-    ) -> Result<RefMap<Vec<RollupPoint>>, PersistError> {
-        let mut out: RefMap<Vec<RollupPoint>> = RefMap::default();
-        self.for_each_row(
-            refs,
-            "rollup",
-            " AND level = 1 AND rollup IS NOT NULL",
-            mint,
-            maxt,
-            |row| {
-                let id: i64 = row.try_get(0)?;
-                let data: Vec<u8> = row.try_get(1)?;
-                block::decode_rollup(&data, mint, maxt, out.entry(id as SeriesRef).or_default())
-                    .map_err(|source| PersistError::Block { series: id, source })
-            },
-        )
-        .await?;
-        Ok(out)
-    }
-
     /// Merges level-0 rows whose samples all lie before `cutoff` into one level-1 block per
     /// series and `span` window (re-merging a window's existing block). A block whose window
     /// ended before `complete_before` gets its rollup at `resolution`, once; the current
@@ -633,7 +329,7 @@ impl Persist {
         for part in ids.chunks(IN_LIST) {
             let refs: Vec<SeriesRef> = part.iter().map(|&i| i as SeriesRef).collect();
             let list = id_list(&refs);
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let rows = sqlx::query(&format!(
                 "SELECT series_id, level, min_t, max_t, data, CASE WHEN rollup IS NULL THEN 0 ELSE 1 END FROM chunks WHERE series_id IN ({list}) ORDER BY series_id, level"
             ))
