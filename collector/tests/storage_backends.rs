@@ -1,7 +1,8 @@
 //! The storage on each database it supports: the embedded SQLite file and a real
 //! PostgreSQL server (`postgres://postgres@127.0.0.1:5432/test` unless
 //! `NUNCHI_TEST_POSTGRES` names another). Written samples come back after a flush, after
-//! compaction and after reopening, and long ranges read the rollups.
+//! compaction and after reopening, long ranges read the rollups, and reads running while
+//! flushes and compactions rewrite blocks miss nothing.
 
 use std::time::Duration;
 
@@ -217,12 +218,14 @@ async fn sqlite_keeps_every_sample_through_flush_compaction_and_reopen() {
     exercise(None).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_keeps_every_sample_through_flush_compaction_and_reopen() {
+/// Runs `f` with the URL of a fresh database on the test PostgreSQL server, dropped after.
+async fn on_fresh_postgres<F: Future<Output = ()>>(f: impl FnOnce(String) -> F) {
     let admin = std::env::var("NUNCHI_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     sqlx::any::install_default_drivers();
-    let db = format!("nunchi_storage_{}_{}", std::process::id(), now_ms());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let db = format!("nunchi_storage_{}_{}_{n}", std::process::id(), now_ms());
     let mut conn = sqlx::AnyConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test: {e}"));
@@ -234,9 +237,19 @@ async fn postgres_keeps_every_sample_through_flush_compaction_and_reopen() {
         Some((server, _)) => format!("{server}/{db}"),
         None => panic!("NUNCHI_TEST_POSTGRES must end in /DATABASE"),
     };
-    exercise(Some(url)).await;
+    f(url).await;
     sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
         .execute(&mut conn)
         .await
         .expect("drop database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_every_sample_through_flush_compaction_and_reopen() {
+    on_fresh_postgres(|url| exercise(Some(url))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_miss_nothing_while_blocks_are_rewritten() {
+    on_fresh_postgres(|url| reads_race_rewrites(Some(url))).await;
 }
