@@ -199,10 +199,7 @@ fn window_function(
     } else {
         let size = all.len().div_ceil(parts);
         all.par_chunks(size)
-            .map(|part| w.tracks(part))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .flatten()
+            .flat_map_iter(|part| w.tracks(part))
             .collect()
     };
     unique(out)
