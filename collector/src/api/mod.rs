@@ -385,14 +385,23 @@ async fn query_range(State(s): State<Arc<AppState>>, p: Params) -> Result<Respon
         .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))?;
     let limits = limits_for(&s, &p)?;
     let nocache = p.get("nocache").is_some_and(|v| v == "1" || v == "true");
+    let began = std::time::Instant::now();
     let r = s
         .backend
         .range(text, (start, end, step), limits, nocache)
         .await?;
+    let answered_ms = began.elapsed().as_secs_f64() * 1000.0;
     Ok(match r {
         QueryResult::Matrix(m) => {
             let mut buf = Vec::new();
-            match crate::query::value::write_matrix_response(&m, &mut buf) {
+            let written = crate::query::value::write_matrix_response(&m, &mut buf);
+            tracing::debug!(
+                answered_ms,
+                written_ms = began.elapsed().as_secs_f64() * 1000.0,
+                bytes = buf.len(),
+                "range query answered"
+            );
+            match written {
                 Ok(()) => json_response(buf),
                 Err(e) => internal(format!("writing the answer: {e}")),
             }

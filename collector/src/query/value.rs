@@ -249,7 +249,7 @@ pub fn write_matrix_response(
             if i > 0 {
                 buf.push(b',');
             }
-            serde_json::to_writer(&mut *buf, &MatrixItem(l, p))?;
+            write_matrix_item(l, p, buf)?;
         }
         Ok::<(), serde_json::Error>(())
     };
@@ -283,6 +283,37 @@ pub fn write_matrix_response(
         }
     }
     out.extend_from_slice(b"]}}");
+    Ok(())
+}
+
+/// One series of a matrix, as `MatrixItem` serializes it. The points are written straight
+/// into `buf`: their text never needs escaping, and an answer can hold millions.
+fn write_matrix_item(
+    labels: &Labels,
+    points: &[(i64, f64)],
+    buf: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    buf.extend_from_slice(br#"{"metric":"#);
+    serde_json::to_writer(&mut *buf, &Metric(labels))?;
+    buf.extend_from_slice(br#","values":["#);
+    let mut int = itoa::Buffer::new();
+    let mut float = ryu::Buffer::new();
+    for (i, &(t, v)) in points.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'[');
+        // As `Seconds` serializes.
+        if t % 1000 == 0 {
+            buf.extend_from_slice(int.format(t / 1000).as_bytes());
+        } else {
+            buf.extend_from_slice(float.format_finite(t as f64 / 1000.0).as_bytes());
+        }
+        buf.extend_from_slice(b",\"");
+        buf.extend_from_slice(Formatted::new(v).as_str().as_bytes());
+        buf.extend_from_slice(b"\"]");
+    }
+    buf.extend_from_slice(b"]}");
     Ok(())
 }
 
@@ -337,6 +368,40 @@ mod tests {
             assert_eq!(ours.len(), format!("{v}").len(), "{v:e}: {ours}");
             assert!(!ours.contains('e'), "{v:e}: {ours}");
         }
+    }
+
+    #[test]
+    fn a_matrix_answer_is_written_as_its_serialization() {
+        let points: Vec<(i64, f64)> = [
+            (1_700_000_000_000, 1.5),
+            (1_700_000_000_250, f64::NAN),
+            (-1_500, f64::INFINITY),
+            (0, -2.5e-7),
+            (1_700_000_060_001, 1e21),
+        ]
+        .into();
+        let m = vec![
+            (Labels::from_pairs([("a", "x\"y"), ("b", "\u{e9}")]), points),
+            (Labels::default(), Vec::new()),
+        ];
+        let mut ours = Vec::new();
+        write_matrix_response(&m, &mut ours).expect("written");
+        let want = serde_json::json!({
+            "status": "success",
+            "data": serde_json::to_value(QueryResult::Matrix(m)).expect("serialized"),
+        });
+        let ours: serde_json::Value = serde_json::from_slice(&ours).expect("JSON");
+        assert_eq!(ours, want);
+        assert_eq!(
+            ours["data"]["result"][0]["values"],
+            serde_json::json!([
+                [1700000000, "1.5"],
+                [1700000000.25, "NaN"],
+                [-1.5, "+Inf"],
+                [0, "-2.5e-07"],
+                [1700000060.001, "1e+21"]
+            ])
+        );
     }
 
     #[test]
