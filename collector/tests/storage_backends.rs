@@ -55,7 +55,7 @@ async fn exercise(url: Option<String>) {
                 .expect("select");
             got.sort_by(|a, b| a.labels.cmp(&b.labels));
             got.into_iter()
-                .map(|s| (s.labels, s.samples))
+                .map(|s| (s.labels, s.samples.into_vec()))
                 .collect::<Vec<_>>()
         }
     };
@@ -186,6 +186,7 @@ async fn reads_race_rewrites(url: Option<String>) {
             assert_eq!(kept.len(), want.samples.len(), "read {reads}: {}", g.labels);
             assert!(
                 g.samples
+                    .to_vec()
                     .windows(2)
                     .all(|w| w[0].timestamp_ms < w[1].timestamp_ms),
                 "read {reads}: sorted, one sample per timestamp"

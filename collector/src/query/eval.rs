@@ -130,8 +130,9 @@ impl<'a> Evaluator<'a> {
         let at = selector_time(vs, t, self.start, self.end);
         let lookback = self.lookback;
         self.series(vs).iter().filter_map(move |s| {
-            let i = s.samples.partition_point(|x| x.timestamp_ms <= at);
-            let last = *s.samples.get(i.checked_sub(1)?)?;
+            let samples = s.samples();
+            let i = samples.partition_point(|x| x.timestamp_ms <= at);
+            let last = *samples.get(i.checked_sub(1)?)?;
             (last.timestamp_ms >= at - lookback && !is_stale_nan(last.value))
                 .then_some((&s.labels, last))
         })
@@ -154,9 +155,10 @@ impl<'a> Evaluator<'a> {
         let from = at - range;
         let mut windows = Vec::new();
         for s in self.series(&ms.vs) {
-            let a = s.samples.partition_point(|x| x.timestamp_ms < from);
-            let b = s.samples.partition_point(|x| x.timestamp_ms <= at);
-            let raw = &s.samples[a..b];
+            let all = s.samples();
+            let a = all.partition_point(|x| x.timestamp_ms < from);
+            let b = all.partition_point(|x| x.timestamp_ms <= at);
+            let raw = &all[a..b];
             let samples = if raw.iter().any(|x| is_stale_nan(x.value)) {
                 Cow::Owned(
                     raw.iter()

@@ -602,22 +602,116 @@ pub(crate) fn extrapolated_rate_scan(
     }
     let first = s[0];
     let last = s[s.len() - 1];
-    let mut result = last.value - first.value;
+    let mut change = last.value - first.value;
     if counter && scan_resets {
         let mut prev = 0.0;
         for x in s {
             if x.value < prev {
-                result += prev;
+                change += prev;
             }
             prev = x.value;
         }
     }
+    Some(extrapolate(
+        Edges {
+            first,
+            last,
+            n: s.len(),
+            change,
+        },
+        range_start,
+        range_end,
+        counter,
+        per_second,
+        range_ms,
+    ))
+}
+
+/// What extrapolating a window's change needs of its samples.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Edges {
+    pub(crate) first: Sample,
+    pub(crate) last: Sample,
+    /// How many samples the window holds (at least 2).
+    pub(crate) n: usize,
+    /// `last - first`, with counter resets compensated for counters.
+    pub(crate) change: f64,
+}
+
+/// The change of a window of at least two samples, extrapolated as Prometheus does.
+///
+/// Prometheus decides in seconds, after divisions, whether the window's ends are near
+/// enough to its samples to extrapolate to them. Here the same comparisons are made in
+/// milliseconds without dividing, which settles all but those too close to call; those,
+/// and windows extrapolated by half a sample interval (at gaps), take
+/// [`extrapolate_exact`], Prometheus' own arithmetic.
+#[inline]
+pub(crate) fn extrapolate(
+    e: Edges,
+    range_start: i64,
+    range_end: i64,
+    counter: bool,
+    per_second: bool,
+    range_ms: i64,
+) -> f64 {
+    let (first, last) = (e.first, e.last);
+    let to_start = (first.timestamp_ms - range_start) as f64;
+    let to_end = (range_end - last.timestamp_ms) as f64;
+    let sampled = (last.timestamp_ms - first.timestamp_ms) as f64;
+    let exact = || extrapolate_exact(e, range_start, range_end, counter, per_second, range_ms);
+    // The counter would reach zero after the window starts: to_zero < to_start.
+    if counter
+        && e.change > 0.0
+        && first.value >= 0.0
+        && clearly_less(sampled * first.value, to_start * e.change) != Some(false)
+    {
+        return exact();
+    }
+    // Both ends within the threshold: to_start < 1.1 * sampled / (n - 1).
+    let n1 = (e.n - 1) as f64;
+    let threshold = sampled * 1.1;
+    if clearly_less(to_start * n1, threshold) != Some(true)
+        || clearly_less(to_end * n1, threshold) != Some(true)
+    {
+        return exact();
+    }
+    let interval = sampled + to_start + to_end;
+    let scale = if per_second {
+        sampled * (range_ms as f64 / 1000.0)
+    } else {
+        sampled
+    };
+    e.change * (interval / scale)
+}
+
+/// `a < b`, or `None` when they are too close for the rounding of either to settle it.
+fn clearly_less(a: f64, b: f64) -> Option<bool> {
+    let margin = 1e-9 * a.abs().max(b.abs());
+    if a < b - margin {
+        Some(true)
+    } else if a > b + margin {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// [`extrapolate`] with Prometheus' arithmetic, step by step, in seconds.
+pub(crate) fn extrapolate_exact(
+    e: Edges,
+    range_start: i64,
+    range_end: i64,
+    counter: bool,
+    per_second: bool,
+    range_ms: i64,
+) -> f64 {
+    let (first, last) = (e.first, e.last);
     let mut to_start = (first.timestamp_ms - range_start) as f64 / 1000.0;
     let to_end = (range_end - last.timestamp_ms) as f64 / 1000.0;
     let sampled = (last.timestamp_ms - first.timestamp_ms) as f64 / 1000.0;
-    let avg_step = sampled / (s.len() - 1) as f64;
-    if counter && result > 0.0 && first.value >= 0.0 {
-        let to_zero = sampled * (first.value / result);
+    let avg_step = sampled / (e.n - 1) as f64;
+    if counter && e.change > 0.0 && first.value >= 0.0 {
+        let to_zero = sampled * (first.value / e.change);
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -634,11 +728,11 @@ pub(crate) fn extrapolated_rate_scan(
     } else {
         avg_step / 2.0
     };
-    result *= interval / sampled;
+    let mut result = e.change * (interval / sampled);
     if per_second {
         result /= range_ms as f64 / 1000.0;
     }
-    Some(result)
+    result
 }
 
 /// `irate` and `idelta`: from the last two samples.
@@ -781,6 +875,53 @@ mod tests {
             .collect();
         let r = extrapolated_rate(&samples, 0, 60_000, true, true, 60_000).expect("rate");
         assert!((r - 1.0).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn extrapolation_decided_without_dividing_agrees_with_prometheus_arithmetic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut exact_ends = 0;
+        for _ in 0..500_000 {
+            let range = [60_000, 300_000, 3_600_000][next(3) as usize];
+            let end = 1_700_000_000_000 + next(1_000_000) as i64;
+            let start = end - range;
+            let interval = [1_000, 10_000, 15_000, 30_000, 7_500][next(5) as usize];
+            // Ends on and near the thresholds, and sample times on whole seconds.
+            let first_t =
+                start + [0, interval * 11 / 10, next(range as u64 / 2) as i64][next(3) as usize];
+            let n = 2 + next(40) as usize;
+            let last_t = (first_t + interval * (n as i64 - 1)).min(end);
+            if last_t <= first_t {
+                continue;
+            }
+            let v0 = [0.0, 1.0, next(1000) as f64, 1e9][next(4) as usize];
+            let change = [0.0, 1.0, next(100_000) as f64 / 7.0, v0 * 3.0][next(4) as usize];
+            let e = Edges {
+                first: s(first_t, v0),
+                last: s(last_t, v0 + change),
+                n,
+                change,
+            };
+            for (counter, per_second) in [(true, true), (true, false), (false, false)] {
+                let fast = extrapolate(e, start, end, counter, per_second, range);
+                let exact = extrapolate_exact(e, start, end, counter, per_second, range);
+                exact_ends += usize::from(
+                    first_t - start == interval * 11 / 10
+                        && last_t == first_t + interval * (n as i64 - 1),
+                );
+                assert!(
+                    (fast - exact).abs() <= 1e-12 * exact.abs().max(1e-300),
+                    "{e:?} [{start}, {end}] counter={counter}: {fast} vs {exact}"
+                );
+            }
+        }
+        assert!(exact_ends > 0);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
-use crate::storage::{RollupPoint, SelectedRollup, SelectedSeries, StorageError};
+use crate::storage::{RollupPoint, Samples, SelectedRollup, SelectedSeries, StorageError};
 pub use value::{Element, QueryResult, Value, format_value};
 
 /// Range queries spanning more than this may read rollups.
@@ -131,8 +131,34 @@ impl Default for QueryLimits {
 /// One loaded series.
 pub(crate) struct LoadedSeries {
     pub(crate) labels: Arc<nunchi_model::Labels>,
-    pub(crate) samples: Vec<nunchi_model::Sample>,
+    /// Its samples as storage returned them, in runs.
+    pub(crate) runs: Samples,
+    /// Its samples in one slice, made on first use when there are several runs.
+    joined: std::sync::OnceLock<Vec<nunchi_model::Sample>>,
     pub(crate) rollup: Option<Vec<RollupPoint>>,
+}
+
+impl LoadedSeries {
+    pub(crate) fn new(
+        labels: nunchi_model::Labels,
+        runs: Samples,
+        rollup: Option<Vec<RollupPoint>>,
+    ) -> Self {
+        LoadedSeries {
+            labels: Arc::new(labels),
+            runs,
+            joined: std::sync::OnceLock::new(),
+            rollup,
+        }
+    }
+
+    /// Its samples, sorted, in one slice.
+    pub(crate) fn samples(&self) -> &[nunchi_model::Sample] {
+        match self.runs.as_slice() {
+            Some(s) => s,
+            None => self.joined.get_or_init(|| self.runs.to_vec()),
+        }
+    }
 }
 
 /// Loaded data per selector (keyed by the selector's address in the parsed tree).
@@ -341,17 +367,16 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                     .select_rollup(matchers, w.mint, w.maxt)
                     .await?
                     .into_iter()
-                    .map(|s| LoadedSeries {
-                        samples: s
+                    .map(|s| {
+                        let last: Vec<nunchi_model::Sample> = s
                             .points
                             .iter()
                             .map(|p| nunchi_model::Sample {
                                 timestamp_ms: p.timestamp_ms,
                                 value: p.last,
                             })
-                            .collect(),
-                        labels: Arc::new(s.labels),
-                        rollup: Some(s.points),
+                            .collect();
+                        LoadedSeries::new(s.labels, last.into(), Some(s.points))
                     })
                     .collect()
             } else {
@@ -359,14 +384,10 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                     .select(matchers, w.mint, w.maxt)
                     .await?
                     .into_iter()
-                    .map(|s| LoadedSeries {
-                        labels: Arc::new(s.labels),
-                        samples: s.samples,
-                        rollup: None,
-                    })
+                    .map(|s| LoadedSeries::new(s.labels, s.samples, None))
                     .collect()
             };
-            total += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            total += series.iter().map(|s| s.runs.len()).sum::<usize>();
             if total > self.limits.max_samples {
                 return Err(QueryError::TooManySamples(self.limits.max_samples));
             }
@@ -395,7 +416,7 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                 samples = loaded
                     .values()
                     .flatten()
-                    .map(|s| s.samples.len())
+                    .map(|s| s.runs.len())
                     .sum::<usize>(),
                 "instant query data loaded"
             );
@@ -502,7 +523,9 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                 step,
                 n: ((end - start) / step + 1) as usize,
             };
-            if let Some(tracks) = range::eval(&loaded, expr, &steps, self.lookback()) {
+            let evaluated = range::eval(&loaded, expr, &steps, self.lookback());
+            let eval_ms = began.elapsed().as_secs_f64() * 1000.0;
+            if let Some(tracks) = evaluated {
                 let mut out: Vec<_> = tracks
                     .into_iter()
                     .filter(|t| t.values.iter().any(Option::is_some))
@@ -518,6 +541,7 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                     .collect();
                 out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
                 tracing::debug!(
+                    eval_ms,
                     total_ms = began.elapsed().as_secs_f64() * 1000.0,
                     "range query evaluated series by series"
                 );

@@ -20,7 +20,9 @@ use rayon::prelude::*;
 
 use super::aggregate::{Acc, group_labels};
 use super::binary::{apply, drops_name, is_comparison};
-use super::functions::{extrapolated_rate_scan, is_window_function, keeps_name, window_value};
+use super::functions::{
+    Edges, extrapolate, extrapolated_rate_scan, is_window_function, keeps_name, window_value,
+};
 use super::value::drop_name;
 use super::{Loaded, LoadedSeries, offset_ms};
 
@@ -146,18 +148,20 @@ fn series<'a>(loaded: &'a Loaded, vs: &VectorSelector) -> &'a [LoadedSeries] {
 fn selector(loaded: &Loaded, vs: &VectorSelector, steps: &Steps, lookback: i64) -> Vec<Track> {
     let off = offset_ms(&vs.offset);
     let mut out = Vec::new();
+    let mut joined = Vec::new();
     for s in series(loaded, vs) {
+        let samples = contiguous(s, &mut joined);
         let mut j = 0;
         let mut values = Vec::with_capacity(steps.n);
         let mut any = false;
         for i in 0..steps.n {
             let at = steps.at(i) - off;
-            while j < s.samples.len() && s.samples[j].timestamp_ms <= at {
+            while j < samples.len() && samples[j].timestamp_ms <= at {
                 j += 1;
             }
             let v = j
                 .checked_sub(1)
-                .map(|k| s.samples[k])
+                .map(|k| samples[k])
                 .filter(|x| x.timestamp_ms >= at - lookback && !is_stale_nan(x.value))
                 .map(|x| x.value);
             any |= v.is_some();
@@ -171,6 +175,19 @@ fn selector(loaded: &Loaded, vs: &VectorSelector, steps: &Steps, lookback: i64) 
         }
     }
     out
+}
+
+/// A series' samples in one slice: borrowed when storage returned them as one run, else
+/// copied into `joined`, which is reused from series to series and so stays in cache.
+fn contiguous<'s>(s: &'s LoadedSeries, joined: &'s mut Vec<Sample>) -> &'s [Sample] {
+    if let Some(one) = s.runs.as_slice() {
+        return one;
+    }
+    joined.clear();
+    for p in s.runs.parts() {
+        joined.extend_from_slice(p);
+    }
+    joined
 }
 
 fn window_function(
@@ -188,7 +205,7 @@ fn window_function(
         steps,
     };
     let all = series(loaded, &ms.vs);
-    let samples: usize = all.iter().map(|s| s.samples.len()).sum();
+    let samples: usize = all.iter().map(|s| s.runs.len()).sum();
     // Large inputs are split over the cores, each part walked as below; small ones are not
     // worth a thread.
     let parts = rayon::current_num_threads()
@@ -218,67 +235,27 @@ struct Window<'a> {
     steps: &'a Steps,
 }
 
+/// Space reused from series to series.
+#[derive(Default)]
+struct Scratch {
+    joined: Vec<Sample>,
+    resets: Vec<u32>,
+    fresh: Vec<Sample>,
+    plain: Vec<(usize, Edges)>,
+}
+
 impl Window<'_> {
     /// The result series of `series`, in order, without those with no value at any step.
     fn tracks(&self, series: &[LoadedSeries]) -> Vec<Track> {
-        let (name, range, steps) = (self.name, self.range, self.steps);
-        let counter_rate = self.counter_rate;
         let mut out = Vec::new();
-        let mut scratch: Vec<Sample> = Vec::new();
-        // resets[k]: counter resets among samples 1..=k, so a window's are found in O(1).
-        let mut resets: Vec<u32> = Vec::new();
+        let mut scratch = Scratch::default();
         for s in series {
-            let stale = s.samples.iter().any(|x| is_stale_nan(x.value));
-            if counter_rate && !stale {
-                resets.clear();
-                let mut n = 0;
-                resets.push(0);
-                for w in s.samples.windows(2) {
-                    n += u32::from(w[1].value < w[0].value);
-                    resets.push(n);
-                }
-            }
-            let (mut a, mut b) = (0, 0);
-            let mut values = Vec::with_capacity(steps.n);
-            let mut any = false;
-            for i in 0..steps.n {
-                let end = steps.at(i) - self.off;
-                while a < s.samples.len() && s.samples[a].timestamp_ms < end - range {
-                    a += 1;
-                }
-                b = b.max(a);
-                while b < s.samples.len() && s.samples[b].timestamp_ms <= end {
-                    b += 1;
-                }
-                let raw = &s.samples[a..b];
-                let window: &[Sample] = if stale {
-                    scratch.clear();
-                    scratch.extend(raw.iter().filter(|x| !is_stale_nan(x.value)));
-                    &scratch
-                } else {
-                    raw
-                };
-                let v = if window.is_empty() {
-                    None
-                } else if counter_rate && !stale {
-                    let any_reset = b > a && resets[b - 1] > resets[a];
-                    extrapolated_rate_scan(
-                        window,
-                        end - range,
-                        end,
-                        true,
-                        name == "rate",
-                        range,
-                        any_reset,
-                    )
-                } else {
-                    let rollup = s.rollup.as_deref().map(|r| &r[a..b]);
-                    window_value(name, window, rollup, end, range)
-                };
-                any |= v.is_some();
-                values.push(v);
-            }
-            if any {
+            let values = if self.counter_rate {
+                self.counter_rates(s, &mut scratch)
+            } else {
+                self.values(s, &mut scratch)
+            };
+            if values.iter().any(Option::is_some) {
                 out.push(Track {
                     labels: if self.keep {
                         s.labels.clone()
@@ -290,6 +267,102 @@ impl Window<'_> {
             }
         }
         out
+    }
+
+    /// `rate` or `increase` at every step. Windows without counter resets (nearly all)
+    /// need only their first and last samples and their count: these are gathered first
+    /// and extrapolated after, in a pass without branches on the data.
+    fn counter_rates(&self, s: &LoadedSeries, x: &mut Scratch) -> Vec<Option<f64>> {
+        let (range, steps) = (self.range, self.steps);
+        let per_second = self.name == "rate";
+        let samples = contiguous(s, &mut x.joined);
+        // resets[k]: counter resets among samples 1..=k, so a window's are found in O(1).
+        let (mut count, mut prev, mut stale) = (0u32, f64::NAN, false);
+        x.resets.clear();
+        x.resets.extend(samples.iter().map(|s| {
+            count += u32::from(s.value < prev);
+            stale |= is_stale_nan(s.value);
+            prev = s.value;
+            count
+        }));
+        x.plain.clear();
+        let (mut a, mut b) = (0, 0);
+        let mut values = Vec::with_capacity(steps.n);
+        for i in 0..steps.n {
+            let end = steps.at(i) - self.off;
+            while a < samples.len() && samples[a].timestamp_ms < end - range {
+                a += 1;
+            }
+            b = b.max(a);
+            while b < samples.len() && samples[b].timestamp_ms <= end {
+                b += 1;
+            }
+            let window = &samples[a..b];
+            let v = if window.len() < 2 {
+                None
+            } else if stale {
+                x.fresh.clear();
+                x.fresh
+                    .extend(window.iter().filter(|s| !is_stale_nan(s.value)));
+                window_value(self.name, &x.fresh, None, end, range)
+            } else if x.resets[b - 1] != x.resets[a] {
+                extrapolated_rate_scan(window, end - range, end, true, per_second, range, true)
+            } else {
+                let (first, last) = (window[0], window[window.len() - 1]);
+                x.plain.push((
+                    i,
+                    Edges {
+                        first,
+                        last,
+                        n: window.len(),
+                        change: last.value - first.value,
+                    },
+                ));
+                None
+            };
+            values.push(v);
+        }
+        for &(i, e) in &x.plain {
+            let end = steps.at(i) - self.off;
+            values[i] = Some(extrapolate(e, end - range, end, true, per_second, range));
+        }
+        values
+    }
+
+    /// Any other window function at every step.
+    fn values(&self, s: &LoadedSeries, x: &mut Scratch) -> Vec<Option<f64>> {
+        let (range, steps) = (self.range, self.steps);
+        let samples = contiguous(s, &mut x.joined);
+        let stale = samples.iter().any(|x| is_stale_nan(x.value));
+        let (mut a, mut b) = (0, 0);
+        let mut values = Vec::with_capacity(steps.n);
+        for i in 0..steps.n {
+            let end = steps.at(i) - self.off;
+            while a < samples.len() && samples[a].timestamp_ms < end - range {
+                a += 1;
+            }
+            b = b.max(a);
+            while b < samples.len() && samples[b].timestamp_ms <= end {
+                b += 1;
+            }
+            let raw = &samples[a..b];
+            let window: &[Sample] = if stale {
+                x.fresh.clear();
+                x.fresh
+                    .extend(raw.iter().filter(|x| !is_stale_nan(x.value)));
+                &x.fresh
+            } else {
+                raw
+            };
+            let v = if window.is_empty() {
+                None
+            } else {
+                let rollup = s.rollup.as_deref().map(|r| &r[a..b]);
+                window_value(self.name, window, rollup, end, range)
+            };
+            values.push(v);
+        }
+        values
     }
 }
 

@@ -18,6 +18,7 @@ pub mod head;
 pub mod index;
 pub mod metadata;
 pub mod persist;
+pub mod samples;
 pub mod wal;
 
 use std::path::PathBuf;
@@ -25,13 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nunchi_codec::remote_write::{self, WriteRequest};
-use nunchi_model::{Labels, Sample};
+use nunchi_model::Labels;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use promql_parser::label::Matcher;
 
 pub use block::RollupPoint;
 pub use head::{AppendOutcome, FlushBatch, Head};
 pub use index::SeriesRef;
+pub use samples::Samples;
 
 use persist::{Persist, PersistError};
 use wal::{Wal, WalError};
@@ -198,7 +200,7 @@ pub struct SelectedSeries {
     /// Its labels.
     pub labels: Labels,
     /// Raw samples in the range, sorted, one per timestamp.
-    pub samples: Vec<Sample>,
+    pub samples: Samples,
 }
 
 /// One selected series, summarised.
@@ -524,7 +526,9 @@ impl Storage {
         for (&r, labels) in refs.iter().zip(ix_labels) {
             let Some(labels) = labels else { continue };
             let mut samples = stored.remove(&r).unwrap_or_default();
-            self.head.read(r, mint, maxt, &mut samples);
+            let mut recent = Vec::new();
+            self.head.read(r, mint, maxt, &mut recent);
+            samples.push(recent);
             if !samples.is_empty() {
                 out.push(SelectedSeries { labels, samples });
             }
@@ -563,7 +567,7 @@ impl Storage {
         for ((r, from), labels) in raw_from.into_iter().zip(labels) {
             let Some(labels) = labels else { continue };
             let mut points = stored.remove(&r).unwrap_or_default();
-            let mut samples = raw.remove(&r).unwrap_or_default();
+            let mut samples = raw.remove(&r).unwrap_or_default().into_vec();
             self.head.read(r, from, maxt, &mut samples);
             samples.retain(|s| s.timestamp_ms >= from);
             points.extend(block::rollup(&samples, res));

@@ -56,6 +56,8 @@ pub struct Persist {
     sqlite: bool,
     symbols: tokio::sync::Mutex<Symbols>,
     decoded: Option<read::DecodedBlocks>,
+    /// Chunk listings, where this process alone writes the database and blocks are cached.
+    listings: Option<read::Listings>,
 }
 
 /// The symbol table: every label name and value persisted, by id.
@@ -193,6 +195,9 @@ impl Persist {
             sqlite,
             symbols: tokio::sync::Mutex::new(Symbols::default()),
             decoded: read::DecodedBlocks::new(block_cache_bytes),
+            // Several collectors may share a PostgreSQL: a listing kept here would miss the
+            // chunks another one writes.
+            listings: (sqlite && block_cache_bytes > 0).then(read::Listings::new),
         })
     }
 
@@ -205,6 +210,13 @@ impl Persist {
             self.pool.begin_with("BEGIN IMMEDIATE").await
         } else {
             self.pool.begin().await
+        }
+    }
+
+    /// Forgets the kept chunk listings of `series` (all when `None`) after a write to them.
+    fn forget_listings(&self, series: Option<&[i64]>) {
+        if let Some(l) = &self.listings {
+            l.forget(series);
         }
     }
 
@@ -299,6 +311,13 @@ impl Persist {
         }
         insert_chunks(&mut tx, &rows).await?;
         tx.commit().await?;
+        self.forget_listings(Some(
+            &batch
+                .items
+                .keys()
+                .map(|&r| i64::from(r))
+                .collect::<Vec<_>>(),
+        ));
         symbols.commit(fresh);
         Ok(written)
     }
@@ -408,6 +427,7 @@ impl Persist {
                 insert_chunks(&mut tx, part).await?;
             }
             tx.commit().await?;
+            self.forget_listings(Some(part));
             blocks += out_rows.len() as u64;
         }
         if self.sqlite {
@@ -430,6 +450,9 @@ impl Persist {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        if chunks > 0 {
+            self.forget_listings(None);
+        }
         let mut gone = Vec::new();
         for part in candidates.chunks(IN_LIST) {
             let rows = sqlx::query(&format!(

@@ -5,7 +5,8 @@
 //! `chunks_listing` index alone, takes the blocks the cache holds, fetches the others by id
 //! and the level-0 chunks by series, and starts over with one statement that fetches every
 //! chunk's bytes when the fetch no longer matches the listing (a flush or compaction ran in
-//! between). What a read returns per series is sorted, one sample per timestamp.
+//! between). What a read returns per series is sorted, one sample per timestamp, in runs that share
+//! the cached blocks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +17,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{IN_LIST, Persist, PersistError, id_list};
+use crate::storage::Samples;
 use crate::storage::block::{self, RollupPoint};
-use crate::storage::head::merge_in;
 use crate::storage::index::{RefMap, SeriesRef};
 
 /// Compacted blocks, decoded, so a time range read again is neither read from the database
@@ -45,6 +46,65 @@ impl DecodedBlocks {
     }
 }
 
+/// The chunk listing of each series read, kept where this process is the database's only
+/// writer (SQLite), so a read lists its chunks from memory. Every write of chunks forgets
+/// the listings of the series it touched, once it has committed; a listing read from the
+/// database is kept only if no write ended while it was being read.
+pub(super) struct Listings {
+    state: std::sync::Mutex<ListingState>,
+}
+
+#[derive(Default)]
+struct ListingState {
+    /// Counts the writes that ended.
+    generation: u64,
+    by_series: HashMap<i64, Arc<[Listed]>>,
+    entries: usize,
+}
+
+/// One chunk of a listing.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    min_t: i64,
+    max_t: i64,
+    level: i64,
+    block: Option<i64>,
+}
+
+/// Most chunks the listings hold; past it they are dropped and read again.
+const MAX_LISTED: usize = 2_000_000;
+
+impl Listings {
+    pub(super) fn new() -> Listings {
+        Listings {
+            state: std::sync::Mutex::new(ListingState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ListingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the listings of `series` (every series when `None`): their chunks changed.
+    pub(super) fn forget(&self, series: Option<&[i64]>) {
+        let mut st = self.lock();
+        st.generation += 1;
+        match series {
+            None => {
+                st.by_series.clear();
+                st.entries = 0;
+            }
+            Some(ids) => {
+                for id in ids {
+                    if let Some(l) = st.by_series.remove(id) {
+                        st.entries -= l.len();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One chunk row of a raw read, in the order the rows were listed.
 enum Piece {
     /// A block's samples, decoded (from the cache, or fetched and decoded for it).
@@ -57,35 +117,35 @@ enum Piece {
     Unfetched,
 }
 
-/// The samples of one series in `[mint, maxt]` from its pieces, in one vector of its size.
+/// The samples of one series in `[mint, maxt]` from its pieces: decoded blocks are shared,
+/// not copied.
 fn assemble(
     id: i64,
     pieces: &[Piece],
     mint: i64,
     maxt: i64,
-) -> Result<(SeriesRef, Vec<Sample>), PersistError> {
+) -> Result<(SeriesRef, Samples), PersistError> {
+    // Most blocks lie wholly inside the range; their ends alone say so.
     let in_range = |d: &[Sample]| {
-        let lo = d.partition_point(|s| s.timestamp_ms < mint);
-        let hi = d.partition_point(|s| s.timestamp_ms <= maxt);
+        let lo = match d.first() {
+            Some(f) if f.timestamp_ms < mint => d.partition_point(|s| s.timestamp_ms < mint),
+            _ => 0,
+        };
+        let hi = match d.last() {
+            Some(l) if l.timestamp_ms > maxt => d.partition_point(|s| s.timestamp_ms <= maxt),
+            _ => d.len(),
+        };
         lo..hi.max(lo)
     };
-    let size: usize = pieces
-        .iter()
-        .map(|p| match p {
-            Piece::Decoded(d) => in_range(d).len(),
-            _ => 0,
-        })
-        .sum();
-    let mut out = Vec::with_capacity(size);
-    let mut scratch = Vec::new();
+    let mut out = Samples::default();
     for p in pieces {
         match p {
-            Piece::Decoded(d) => merge_in(&mut out, &d[in_range(d)]),
+            Piece::Decoded(d) => out.push_shared(d, in_range(d)),
             Piece::Encoded(data) => {
-                scratch.clear();
-                block::decode_raw(data, mint, maxt, &mut scratch)
+                let mut decoded = Vec::new();
+                block::decode_raw(data, mint, maxt, &mut decoded)
                     .map_err(|source| PersistError::Block { series: id, source })?;
-                merge_in(&mut out, &scratch);
+                out.push(decoded);
             }
             // `Persist::fill` leaves none of these.
             Piece::Missing(_) | Piece::Unfetched => {}
@@ -143,7 +203,7 @@ impl Persist {
         refs: &[SeriesRef],
         mint: i64,
         maxt: i64,
-    ) -> Result<RefMap<Vec<Sample>>, PersistError> {
+    ) -> Result<RefMap<Samples>, PersistError> {
         let began = std::time::Instant::now();
         let mut listed = None;
         if self.decoded.is_some() {
@@ -159,9 +219,9 @@ impl Persist {
             read_ms = began.elapsed().as_secs_f64() * 1000.0,
             "raw chunks read"
         );
-        // Series by series, on every core, each copied once into a vector of its size.
+        // Series by series, on every core.
         let assemble = |(id, pieces): &(i64, Vec<Piece>)| assemble(*id, pieces, mint, maxt);
-        let series: Vec<(SeriesRef, Vec<Sample>)> = if listed.len() < 64 {
+        let series: Vec<(SeriesRef, Samples)> = if listed.len() < 64 {
             listed.iter().map(assemble).collect::<Result<_, _>>()?
         } else {
             listed.par_iter().map(assemble).collect::<Result<_, _>>()?
@@ -179,6 +239,9 @@ impl Persist {
         maxt: i64,
         with_data: bool,
     ) -> Result<Vec<(i64, Vec<Piece>)>, PersistError> {
+        if !with_data && let Some(listings) = &self.listings {
+            return self.list_kept(listings, refs, mint, maxt).await;
+        }
         // Without the bytes, the listing is read from the chunks_listing index alone.
         let columns = if with_data {
             "level, block_id, data"
@@ -211,6 +274,93 @@ impl Persist {
         })
         .await?;
         Ok(out)
+    }
+
+    /// [`Persist::list_chunks`] without the bytes, from the kept listings: those of series
+    /// not kept yet are read whole (every chunk, whatever its time) and kept.
+    async fn list_kept(
+        &self,
+        listings: &Listings,
+        refs: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, Vec<Piece>)>, PersistError> {
+        let (generation, mut kept, absent) = {
+            let st = listings.lock();
+            let mut kept = Vec::with_capacity(refs.len());
+            let mut absent = Vec::new();
+            for &r in refs {
+                match st.by_series.get(&i64::from(r)) {
+                    Some(l) => kept.push((i64::from(r), l.clone())),
+                    None => absent.push(r),
+                }
+            }
+            (st.generation, kept, absent)
+        };
+        if !absent.is_empty() {
+            let mut read: Vec<(i64, Vec<Listed>)> =
+                absent.iter().map(|&r| (i64::from(r), Vec::new())).collect();
+            let at: HashMap<i64, usize> = read
+                .iter()
+                .enumerate()
+                .map(|(i, (id, _))| (*id, i))
+                .collect();
+            self.for_each_row(
+                &absent,
+                "min_t, max_t, level, block_id",
+                "",
+                i64::MIN,
+                i64::MAX,
+                |row| {
+                    let id: i64 = row.try_get(0)?;
+                    if let Some(&i) = at.get(&id) {
+                        read[i].1.push(Listed {
+                            min_t: row.try_get(1)?,
+                            max_t: row.try_get(2)?,
+                            level: row.try_get(3)?,
+                            block: row.try_get(4)?,
+                        });
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+            let read: Vec<(i64, Arc<[Listed]>)> =
+                read.into_iter().map(|(id, l)| (id, l.into())).collect();
+            let mut st = listings.lock();
+            if st.generation == generation {
+                if st.entries > MAX_LISTED {
+                    st.by_series.clear();
+                    st.entries = 0;
+                }
+                for (id, l) in &read {
+                    st.entries += l.len();
+                    if let Some(old) = st.by_series.insert(*id, l.clone()) {
+                        st.entries -= old.len();
+                    }
+                }
+            }
+            drop(st);
+            kept.extend(read);
+        }
+        let cache = self.decoded.as_ref();
+        Ok(kept
+            .into_iter()
+            .filter_map(|(id, listing)| {
+                let pieces: Vec<Piece> = listing
+                    .iter()
+                    .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+                    .map(|c| match (c.level, c.block) {
+                        (1.., Some(b)) => match cache.and_then(|d| d.cache.get(&(id, b))) {
+                            Some(d) => Piece::Decoded(d),
+                            None => Piece::Missing(b),
+                        },
+                        _ => Piece::Unfetched,
+                    })
+                    .collect();
+                (!pieces.is_empty()).then_some((id, pieces))
+            })
+            .collect())
     }
 
     /// Fetches what `listed` lacks: blocks by id (decoded and cached), other chunks by
