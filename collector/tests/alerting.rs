@@ -448,6 +448,21 @@ async fn restart_while_firing_sends_no_second_page_and_the_resolve_still_comes()
     };
     let pusher = keep_high(&c);
     let first = until("the page", 15, || slack.messages().into_iter().next()).await;
+    // Delivery is at least once: a page killed before its delivery is recorded is sent
+    // again. Killed once it is recorded, the page is not.
+    let base = c.base.clone();
+    wait_for(Duration::from_secs(10), || {
+        let base = base.clone();
+        async move {
+            let d = api_get(&base, "/api/v1/deliveries").await;
+            d["data"]["pending"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+                .then_some(())
+        }
+    })
+    .await
+    .expect("the page's delivery recorded");
 
     // Killed while firing, back with the condition still true: no second page.
     c.kill9();
