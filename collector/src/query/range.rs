@@ -235,6 +235,18 @@ struct Window<'a> {
     steps: &'a Steps,
 }
 
+/// Moves the cursors `a..b` forward to the samples in `(start, end]`.
+#[inline]
+fn window_bounds(samples: &[Sample], a: &mut usize, b: &mut usize, start: i64, end: i64) {
+    while *a < samples.len() && samples[*a].timestamp_ms < start {
+        *a += 1;
+    }
+    *b = (*b).max(*a);
+    while *b < samples.len() && samples[*b].timestamp_ms <= end {
+        *b += 1;
+    }
+}
+
 /// Space reused from series to series.
 #[derive(Default)]
 struct Scratch {
@@ -290,13 +302,7 @@ impl Window<'_> {
         let mut values = Vec::with_capacity(steps.n);
         for i in 0..steps.n {
             let end = steps.at(i) - self.off;
-            while a < samples.len() && samples[a].timestamp_ms < end - range {
-                a += 1;
-            }
-            b = b.max(a);
-            while b < samples.len() && samples[b].timestamp_ms <= end {
-                b += 1;
-            }
+            window_bounds(samples, &mut a, &mut b, end - range, end);
             let window = &samples[a..b];
             let v = if window.len() < 2 {
                 None
@@ -338,13 +344,7 @@ impl Window<'_> {
         let mut values = Vec::with_capacity(steps.n);
         for i in 0..steps.n {
             let end = steps.at(i) - self.off;
-            while a < samples.len() && samples[a].timestamp_ms < end - range {
-                a += 1;
-            }
-            b = b.max(a);
-            while b < samples.len() && samples[b].timestamp_ms <= end {
-                b += 1;
-            }
+            window_bounds(samples, &mut a, &mut b, end - range, end);
             let raw = &samples[a..b];
             let window: &[Sample] = if stale {
                 x.fresh.clear();
