@@ -642,10 +642,10 @@ pub(crate) struct Edges {
 ///
 /// Prometheus decides in seconds, after divisions, whether the window's ends are near
 /// enough to its samples to extrapolate to them. Here the same comparisons are made in
-/// milliseconds without dividing, which settles all but those too close to call; those,
-/// and windows extrapolated by half a sample interval (at gaps), take
+/// whole milliseconds without dividing, which settles all but those too close to call;
+/// those, and windows extrapolated by half a sample interval (at gaps), take
 /// [`extrapolate_exact`], Prometheus' own arithmetic.
-#[inline]
+#[inline(always)]
 pub(crate) fn extrapolate(
     e: Edges,
     range_start: i64,
@@ -655,23 +655,27 @@ pub(crate) fn extrapolate(
     range_ms: i64,
 ) -> f64 {
     let (first, last) = (e.first, e.last);
-    let to_start = (first.timestamp_ms - range_start) as f64;
-    let to_end = (range_end - last.timestamp_ms) as f64;
-    let sampled = (last.timestamp_ms - first.timestamp_ms) as f64;
+    let to_start = first.timestamp_ms - range_start;
+    let to_end = range_end - last.timestamp_ms;
+    let sampled = last.timestamp_ms - first.timestamp_ms;
     let exact = || extrapolate_exact(e, range_start, range_end, counter, per_second, range_ms);
+    // Both ends within the threshold: to_start < 1.1 * sampled / (n - 1), exactly as
+    // 10 * to_start * (n - 1) < 11 * sampled, with a margin of 2^-40 for Prometheus'
+    // rounding.
+    let n1 = (e.n - 1) as i128;
+    let threshold = i128::from(sampled) * 11;
+    let margin = threshold >> 40;
+    if i128::from(to_start) * n1 * 10 + margin >= threshold
+        || i128::from(to_end) * n1 * 10 + margin >= threshold
+    {
+        return exact();
+    }
+    let (to_start, to_end, sampled) = (to_start as f64, to_end as f64, sampled as f64);
     // The counter would reach zero after the window starts: to_zero < to_start.
     if counter
         && e.change > 0.0
         && first.value >= 0.0
         && clearly_less(sampled * first.value, to_start * e.change) != Some(false)
-    {
-        return exact();
-    }
-    // Both ends within the threshold: to_start < 1.1 * sampled / (n - 1).
-    let n1 = (e.n - 1) as f64;
-    let threshold = sampled * 1.1;
-    if clearly_less(to_start * n1, threshold) != Some(true)
-        || clearly_less(to_end * n1, threshold) != Some(true)
     {
         return exact();
     }
@@ -697,6 +701,8 @@ fn clearly_less(a: f64, b: f64) -> Option<bool> {
 }
 
 /// [`extrapolate`] with Prometheus' arithmetic, step by step, in seconds.
+#[cold]
+#[inline(never)]
 pub(crate) fn extrapolate_exact(
     e: Edges,
     range_start: i64,

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use nunchi_model::{Labels, Sample, is_stale_nan};
+
+use crate::storage::Samples;
 use promql_parser::parser::token::{
     T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM, TokenId,
 };
@@ -65,6 +67,9 @@ pub(crate) fn eval(loaded: &Loaded, e: &Expr, steps: &Steps, lookback: i64) -> O
                 T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
             ) {
                 return None;
+            }
+            if let Some(groups) = fused_aggregate(loaded, op, &a.modifier, &a.expr, steps) {
+                return Some(groups);
             }
             let inner = eval(loaded, &a.expr, steps, lookback)?;
             Some(aggregate(op, &a.modifier, inner, steps))
@@ -196,14 +201,7 @@ fn window_function(
     ms: &MatrixSelector,
     steps: &Steps,
 ) -> Option<Vec<Track>> {
-    let w = Window {
-        name,
-        off: offset_ms(&ms.vs.offset),
-        range: ms.range.as_millis() as i64,
-        keep: keeps_name(name),
-        counter_rate: matches!(name, "rate" | "increase"),
-        steps,
-    };
+    let w = Window::new(name, ms, steps);
     let all = series(loaded, &ms.vs);
     let samples: usize = all.iter().map(|s| s.runs.len()).sum();
     // Large inputs are split over the cores, each part walked as below; small ones are not
@@ -251,29 +249,141 @@ fn window_bounds(samples: &[Sample], a: &mut usize, b: &mut usize, start: i64, e
 #[derive(Default)]
 struct Scratch {
     joined: Vec<Sample>,
-    resets: Vec<u32>,
     fresh: Vec<Sample>,
-    plain: Vec<(usize, Edges)>,
+    starts: Vec<Edge>,
+    ends: Vec<Edge>,
 }
 
-impl Window<'_> {
+/// One end of a step's window in a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Edge {
+    /// For a start, the position of the window's first sample; for an end, one past its
+    /// last.
+    at: usize,
+    /// That first (or last) sample.
+    sample: Sample,
+    /// Counter resets among the series' samples up to that one.
+    resets: u32,
+}
+
+/// Finds every step's window `[end - range, end]` in `runs` in one pass: `starts[i]` and
+/// `ends[i]` bound the window of step `i`. Returns false, with the edges unfinished, when
+/// the series holds a stale marker.
+fn window_edges(
+    runs: &Samples,
+    steps: &Steps,
+    off: i64,
+    range: i64,
+    starts: &mut Vec<Edge>,
+    ends: &mut Vec<Edge>,
+) -> bool {
+    let n = steps.n;
+    let none = Edge {
+        at: 0,
+        sample: Sample {
+            timestamp_ms: i64::MIN,
+            value: f64::NAN,
+        },
+        resets: 0,
+    };
+    starts.clear();
+    ends.clear();
+    starts.reserve(n);
+    ends.reserve(n);
+    let mut next_end = steps.at(0) - off;
+    let mut next_start = next_end - range;
+    // The next time at which a sample ends or starts a window.
+    let mut next = next_start.min(next_end.saturating_add(1));
+    // The sample before the current one, its position + 1 and the resets up to it.
+    let mut prev = none;
+    for part in runs.parts() {
+        for &s in part {
+            if is_stale_nan(s.value) {
+                return false;
+            }
+            let resets = prev.resets + u32::from(s.value < prev.sample.value);
+            if s.timestamp_ms >= next {
+                // Every window that ends before this sample ends at the one before it.
+                while next_end < s.timestamp_ms {
+                    ends.push(prev);
+                    next_end = if ends.len() < n {
+                        next_end + steps.step
+                    } else {
+                        i64::MAX - 1
+                    };
+                }
+                let here = Edge {
+                    at: prev.at,
+                    sample: s,
+                    resets,
+                };
+                while next_start <= s.timestamp_ms {
+                    starts.push(here);
+                    next_start = if starts.len() < n {
+                        next_start + steps.step
+                    } else {
+                        i64::MAX
+                    };
+                }
+                next = next_start.min(next_end + 1);
+            }
+            prev = Edge {
+                at: prev.at + 1,
+                sample: s,
+                resets,
+            };
+        }
+    }
+    ends.resize(n, prev);
+    // Windows that start after the last sample are empty.
+    starts.resize(
+        n,
+        Edge {
+            at: prev.at,
+            ..none
+        },
+    );
+    true
+}
+
+/// Copies the samples at positions `at` of `runs` into `out`.
+fn gather(runs: &Samples, at: std::ops::Range<usize>, out: &mut Vec<Sample>) {
+    out.clear();
+    let mut base = 0;
+    for p in runs.parts() {
+        let (lo, hi) = (at.start.max(base), at.end.min(base + p.len()));
+        if lo < hi {
+            out.extend_from_slice(&p[lo - base..hi - base]);
+        }
+        base += p.len();
+        if base >= at.end {
+            break;
+        }
+    }
+}
+
+impl<'a> Window<'a> {
+    fn new(name: &'a str, ms: &MatrixSelector, steps: &'a Steps) -> Self {
+        Window {
+            name,
+            off: offset_ms(&ms.vs.offset),
+            range: ms.range.as_millis() as i64,
+            keep: keeps_name(name),
+            counter_rate: matches!(name, "rate" | "increase"),
+            steps,
+        }
+    }
+
     /// The result series of `series`, in order, without those with no value at any step.
     fn tracks(&self, series: &[LoadedSeries]) -> Vec<Track> {
         let mut out = Vec::new();
         let mut scratch = Scratch::default();
         for s in series {
-            let values = if self.counter_rate {
-                self.counter_rates(s, &mut scratch)
-            } else {
-                self.values(s, &mut scratch)
-            };
+            let mut values = Vec::with_capacity(self.steps.n);
+            self.series_values(s, &mut scratch, &mut values);
             if values.iter().any(Option::is_some) {
                 out.push(Track {
-                    labels: if self.keep {
-                        s.labels.clone()
-                    } else {
-                        Arc::new(drop_name(&s.labels))
-                    },
+                    labels: self.labels(s),
                     values,
                 });
             }
@@ -281,67 +391,64 @@ impl Window<'_> {
         out
     }
 
-    /// `rate` or `increase` at every step. Windows without counter resets (nearly all)
-    /// need only their first and last samples and their count: these are gathered first
-    /// and extrapolated after, in a pass without branches on the data.
-    fn counter_rates(&self, s: &LoadedSeries, x: &mut Scratch) -> Vec<Option<f64>> {
+    /// The labels of `s`'s result series.
+    fn labels(&self, s: &LoadedSeries) -> Arc<Labels> {
+        if self.keep {
+            s.labels.clone()
+        } else {
+            Arc::new(drop_name(&s.labels))
+        }
+    }
+
+    /// The values of `s` at every step, into `values` (emptied first).
+    fn series_values(&self, s: &LoadedSeries, x: &mut Scratch, values: &mut Vec<Option<f64>>) {
+        values.clear();
+        if self.counter_rate {
+            self.counter_rates(s, x, values)
+        } else {
+            self.values(s, x, values)
+        }
+    }
+
+    /// `rate` or `increase` at every step, from one pass over the series' runs.
+    ///
+    /// The pass finds, for every step, the first sample of its window and the last, with
+    /// their positions in the series and the counter resets up to each. Windows without
+    /// resets (nearly all) need nothing else: their change is `last - first`. The few with
+    /// resets are gathered and scanned; a series with stale markers goes the general way.
+    fn counter_rates(&self, s: &LoadedSeries, x: &mut Scratch, values: &mut Vec<Option<f64>>) {
         let (range, steps) = (self.range, self.steps);
         let per_second = self.name == "rate";
-        let samples = contiguous(s, &mut x.joined);
-        // resets[k]: counter resets among samples 1..=k, so a window's are found in O(1).
-        let (mut count, mut prev, mut stale) = (0u32, f64::NAN, false);
-        x.resets.clear();
-        x.resets.extend(samples.iter().map(|s| {
-            count += u32::from(s.value < prev);
-            stale |= is_stale_nan(s.value);
-            prev = s.value;
-            count
-        }));
-        x.plain.clear();
-        let (mut a, mut b) = (0, 0);
-        let mut values = Vec::with_capacity(steps.n);
-        for i in 0..steps.n {
+        if !window_edges(&s.runs, steps, self.off, range, &mut x.starts, &mut x.ends) {
+            return self.values(s, x, values);
+        }
+        for (i, (a, b)) in x.starts.iter().zip(&x.ends).enumerate() {
             let end = steps.at(i) - self.off;
-            window_bounds(samples, &mut a, &mut b, end - range, end);
-            let window = &samples[a..b];
-            let v = if window.len() < 2 {
+            let n = b.at.saturating_sub(a.at);
+            values.push(if n < 2 {
                 None
-            } else if stale {
-                x.fresh.clear();
-                x.fresh
-                    .extend(window.iter().filter(|s| !is_stale_nan(s.value)));
-                window_value(self.name, &x.fresh, None, end, range)
-            } else if x.resets[b - 1] != x.resets[a] {
-                extrapolated_rate_scan(window, end - range, end, true, per_second, range, true)
+            } else if a.resets == b.resets {
+                let (first, last) = (a.sample, b.sample);
+                let e = Edges {
+                    first,
+                    last,
+                    n,
+                    change: last.value - first.value,
+                };
+                Some(extrapolate(e, end - range, end, true, per_second, range))
             } else {
-                let (first, last) = (window[0], window[window.len() - 1]);
-                x.plain.push((
-                    i,
-                    Edges {
-                        first,
-                        last,
-                        n: window.len(),
-                        change: last.value - first.value,
-                    },
-                ));
-                None
-            };
-            values.push(v);
+                gather(&s.runs, a.at..b.at, &mut x.joined);
+                extrapolated_rate_scan(&x.joined, end - range, end, true, per_second, range, true)
+            });
         }
-        for &(i, e) in &x.plain {
-            let end = steps.at(i) - self.off;
-            values[i] = Some(extrapolate(e, end - range, end, true, per_second, range));
-        }
-        values
     }
 
     /// Any other window function at every step.
-    fn values(&self, s: &LoadedSeries, x: &mut Scratch) -> Vec<Option<f64>> {
+    fn values(&self, s: &LoadedSeries, x: &mut Scratch, values: &mut Vec<Option<f64>>) {
         let (range, steps) = (self.range, self.steps);
         let samples = contiguous(s, &mut x.joined);
         let stale = samples.iter().any(|x| is_stale_nan(x.value));
         let (mut a, mut b) = (0, 0);
-        let mut values = Vec::with_capacity(steps.n);
         for i in 0..steps.n {
             let end = steps.at(i) - self.off;
             window_bounds(samples, &mut a, &mut b, end - range, end);
@@ -362,8 +469,153 @@ impl Window<'_> {
             };
             values.push(v);
         }
-        values
     }
+}
+
+/// Combines one series' `values` into a group's accumulators (`sum`, `count`, `min`,
+/// `max`, `group`), step by step.
+#[inline]
+fn combine_all(op: TokenId, acc: &mut [f64], seen: &mut [bool], values: &[Option<f64>]) {
+    for ((acc, seen), v) in acc.iter_mut().zip(seen.iter_mut()).zip(values) {
+        let Some(v) = *v else { continue };
+        *acc = match op {
+            T_SUM => *acc + v,
+            T_COUNT => *acc + 1.0,
+            T_GROUP => 1.0,
+            // NaN gives way to any number, as in Prometheus.
+            T_MIN if *seen && !(v < *acc || acc.is_nan()) => *acc,
+            T_MAX if *seen && !(v > *acc || acc.is_nan()) => *acc,
+            _ => v,
+        };
+        *seen = true;
+    }
+}
+
+/// A group's values from its accumulators.
+fn combined(acc: &[f64], seen: &[bool]) -> Vec<Option<f64>> {
+    acc.iter()
+        .zip(seen)
+        .map(|(&a, &seen)| seen.then_some(a))
+        .collect()
+}
+
+/// `op` (`sum`, `count`, `min`, `max` or `group`) of a window function over a range
+/// selector, without a result series for each input series: the groups are split over
+/// the cores, and each core walks the series of its groups in order, combining their
+/// values as they come. So each group combines its values in series order, as
+/// [`aggregate`] does. `None` when `inner` is not such a function, when two of its result
+/// series would have the same labels (the general path reports that), or when a large
+/// input has fewer groups than there are cores (the general path splits it by series).
+fn fused_aggregate(
+    loaded: &Loaded,
+    op: TokenId,
+    modifier: &Option<promql_parser::parser::LabelModifier>,
+    inner: &Expr,
+    steps: &Steps,
+) -> Option<Vec<Track>> {
+    if !matches!(op, T_SUM | T_COUNT | T_MIN | T_MAX | T_GROUP) {
+        return None;
+    }
+    let mut inner = inner;
+    while let Expr::Paren(p) = inner {
+        inner = &p.expr;
+    }
+    let Expr::Call(c) = inner else { return None };
+    let [arg] = c.args.args.as_slice() else {
+        return None;
+    };
+    let Expr::MatrixSelector(ms) = arg.as_ref() else {
+        return None;
+    };
+    if !is_window_function(c.func.name) || ms.vs.at.is_some() {
+        return None;
+    }
+    let w = Window::new(c.func.name, ms, steps);
+    let all = series(loaded, &ms.vs);
+    let labels: Vec<Arc<Labels>> = all.iter().map(|s| w.labels(s)).collect();
+    let mut distinct = std::collections::HashSet::with_capacity(labels.len());
+    if !labels.iter().all(|l| distinct.insert(l.as_ref())) {
+        return None;
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut keys: Vec<Labels> = Vec::new();
+    let member_of: Vec<usize> = labels
+        .iter()
+        .map(|l| {
+            let key = group_labels(l, modifier, None);
+            *index.entry(key).or_insert_with_key(|key| {
+                keys.push(key.clone());
+                keys.len() - 1
+            })
+        })
+        .collect();
+    let mut weight = vec![0usize; keys.len()];
+    for (s, &g) in all.iter().zip(&member_of) {
+        weight[g] += s.runs.len();
+    }
+    let samples: usize = weight.iter().sum();
+    let cores = rayon::current_num_threads();
+    let parts = cores.min(samples / PARALLEL_MIN_SAMPLES + 1);
+    if parts > keys.len() {
+        return None;
+    }
+    // Groups in consecutive parts of about equal samples.
+    let mut part_of = Vec::with_capacity(keys.len());
+    let mut sum = 0;
+    for &wt in &weight {
+        part_of.push((sum * parts / samples.max(1)).min(parts - 1));
+        sum += wt;
+    }
+    let n = steps.n;
+    let run = |part: usize| {
+        let mine: Vec<usize> = (0..keys.len()).filter(|&g| part_of[g] == part).collect();
+        let mut local = vec![usize::MAX; keys.len()];
+        for (k, &g) in mine.iter().enumerate() {
+            local[g] = k;
+        }
+        let mut acc = vec![0.0f64; mine.len() * n];
+        let mut seen = vec![false; mine.len() * n];
+        // The first series with a value, per group: groups come out in that order.
+        let mut first = vec![usize::MAX; mine.len()];
+        let (mut x, mut values) = (Scratch::default(), Vec::with_capacity(n));
+        for (k, s) in all.iter().enumerate() {
+            let l = local[member_of[k]];
+            if l == usize::MAX {
+                continue;
+            }
+            w.series_values(s, &mut x, &mut values);
+            if !values.iter().any(Option::is_some) {
+                continue;
+            }
+            first[l] = first[l].min(k);
+            let span = l * n..(l + 1) * n;
+            combine_all(op, &mut acc[span.clone()], &mut seen[span], &values);
+        }
+        mine.iter()
+            .enumerate()
+            .filter(|&(l, _)| first[l] != usize::MAX)
+            .map(|(l, &g)| {
+                let span = l * n..(l + 1) * n;
+                (first[l], g, combined(&acc[span.clone()], &seen[span]))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut groups: Vec<(usize, usize, Vec<Option<f64>>)> = if parts <= 1 {
+        run(0)
+    } else {
+        (0..parts).into_par_iter().flat_map_iter(run).collect()
+    };
+    groups.sort_unstable_by_key(|g| g.0);
+    let mut keys: Vec<Option<Labels>> = keys.into_iter().map(Some).collect();
+    Some(
+        groups
+            .into_iter()
+            .map(|(_, g, values)| Track {
+                labels: Arc::new(keys[g].take().unwrap_or_default()),
+                values,
+            })
+            .collect(),
+    )
 }
 
 fn aggregate(
@@ -395,26 +647,10 @@ fn aggregate(
         let mut seen = vec![false; groups.len() * n];
         for (t, &g) in inner.iter().zip(&member_of) {
             let (acc, seen) = (&mut acc[g * n..(g + 1) * n], &mut seen[g * n..(g + 1) * n]);
-            for (i, v) in t.values.iter().enumerate() {
-                let Some(v) = *v else { continue };
-                acc[i] = match op {
-                    T_SUM => acc[i] + v,
-                    T_COUNT => acc[i] + 1.0,
-                    T_GROUP => 1.0,
-                    // NaN gives way to any number, as in Prometheus.
-                    T_MIN if seen[i] && !(v < acc[i] || acc[i].is_nan()) => acc[i],
-                    T_MAX if seen[i] && !(v > acc[i] || acc[i].is_nan()) => acc[i],
-                    _ => v,
-                };
-                seen[i] = true;
-            }
+            combine_all(op, acc, seen, &t.values);
         }
         for (g, track) in groups.iter_mut().enumerate() {
-            for i in 0..n {
-                if seen[g * n + i] {
-                    track.values[i] = Some(acc[g * n + i]);
-                }
-            }
+            track.values = combined(&acc[g * n..(g + 1) * n], &seen[g * n..(g + 1) * n]);
         }
         groups.retain(|g| g.values.iter().any(Option::is_some));
         return groups;
@@ -437,4 +673,213 @@ fn aggregate(
     }
     groups.retain(|g| g.values.iter().any(Option::is_some));
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % below
+        }
+    }
+
+    #[test]
+    fn window_edges_agree_with_a_search_of_the_joined_samples() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for round in 0..300 {
+            // A counter with irregular gaps and some resets, split into shared and owned runs.
+            let mut all = Vec::new();
+            let (mut t, mut v) = (g.next(50_000) as i64 - 25_000, 0.0);
+            for _ in 0..g.next(400) {
+                let gap = if g.next(10) == 0 { 200_000 } else { 20_000 };
+                t += 1 + g.next(gap) as i64;
+                v = if g.next(30) == 0 {
+                    0.0
+                } else {
+                    v + g.next(100) as f64
+                };
+                all.push(Sample {
+                    timestamp_ms: t,
+                    value: v,
+                });
+            }
+            let mut runs = Samples::default();
+            let mut rest = all.as_slice();
+            while !rest.is_empty() {
+                let k = (1 + g.next(80) as usize).min(rest.len());
+                if g.next(2) == 0 {
+                    let block: Arc<[Sample]> = rest[..k].into();
+                    runs.push_shared(&block, 0..k);
+                } else {
+                    runs.push(rest[..k].to_vec());
+                }
+                rest = &rest[k..];
+            }
+            assert_eq!(runs.len(), all.len());
+            let steps = Steps {
+                start: g.next(400_000) as i64 - 100_000,
+                step: 1 + g.next(60_000) as i64,
+                n: 1 + g.next(200) as usize,
+            };
+            let (off, range) = (g.next(30_000) as i64 - 10_000, 1 + g.next(300_000) as i64);
+            let (mut starts, mut ends) = (Vec::new(), Vec::new());
+            assert!(window_edges(
+                &runs,
+                &steps,
+                off,
+                range,
+                &mut starts,
+                &mut ends
+            ));
+            let resets = |k: usize| (1..=k).filter(|&j| all[j].value < all[j - 1].value).count();
+            for i in 0..steps.n {
+                let end = steps.at(i) - off;
+                let a = all.partition_point(|s| s.timestamp_ms < end - range);
+                let b = all.partition_point(|s| s.timestamp_ms <= end);
+                let why = format!("round {round}, step {i}");
+                assert_eq!(starts[i].at.min(all.len()), a, "{why}");
+                assert_eq!(ends[i].at, b, "{why}");
+                if a < all.len() {
+                    assert_eq!(starts[i].sample, all[a], "{why}");
+                    assert_eq!(starts[i].resets as usize, resets(a), "{why}");
+                }
+                if b > 0 {
+                    assert_eq!(ends[i].sample, all[b - 1], "{why}");
+                    assert_eq!(ends[i].resets as usize, resets(b - 1), "{why}");
+                }
+                let mut got = Vec::new();
+                gather(&runs, a..b.max(a), &mut got);
+                assert_eq!(got, all[a..b.max(a)], "{why}");
+            }
+        }
+    }
+
+    /// The parsed `q` and its data: `series` counters of `samples` samples each, 15 s
+    /// apart, in shared runs of 480, in groups by the label `g`.
+    fn loaded(q: &str, series: u64, samples_each: i64) -> (Expr, Loaded) {
+        let e = super::super::parse(q).expect("parses");
+        let mut vs = &e;
+        let vs = loop {
+            vs = match vs {
+                Expr::Aggregate(a) => &a.expr,
+                Expr::Call(c) => &c.args.args[0],
+                Expr::Paren(p) => &p.expr,
+                Expr::MatrixSelector(m) => break &m.vs,
+                _ => unreachable!("{q}"),
+            }
+        };
+        let mut g = Gen(series * 31 + 7);
+        let all = (0..series)
+            .map(|k| {
+                let (mut v, mut samples) = (0.0, Vec::new());
+                for i in 0..samples_each {
+                    if g.next(50) == 0 {
+                        continue;
+                    }
+                    v = if g.next(500) == 0 {
+                        1.0
+                    } else {
+                        v + g.next(1000) as f64 / 7.0
+                    };
+                    samples.push(Sample {
+                        timestamp_ms: i * 15_000,
+                        value: v,
+                    });
+                }
+                let mut runs = Samples::default();
+                for c in samples.chunks(480) {
+                    let block: Arc<[Sample]> = c.into();
+                    runs.push_shared(&block, 0..block.len());
+                }
+                let labels = Labels::from_pairs([
+                    ("__name__", "c".to_string()),
+                    ("g", (k % 7).to_string()),
+                    ("k", k.to_string()),
+                ]);
+                LoadedSeries::new(labels, runs, None)
+            })
+            .collect();
+        let mut loaded = Loaded::new();
+        loaded.insert(vs as *const _ as usize, all);
+        (e, loaded)
+    }
+
+    #[test]
+    fn aggregations_of_window_functions_equal_those_of_their_result_series() {
+        // 40 series of 6,000 samples: enough for the parts to be split over cores.
+        for q in [
+            "sum by (g) (rate(c[5m]))",
+            "max without (k) (increase(c[10m] offset 1m))",
+            "count by (g) (delta(c[2m]))",
+            "min by (g) (rate(c[5m]))",
+            "group by (g) ((rate(c[5m])))",
+        ] {
+            let (e, loaded) = loaded(q, 40, 6_000);
+            let Expr::Aggregate(a) = &e else { panic!() };
+            let steps = Steps {
+                start: 300_000,
+                step: 60_000,
+                n: 1_500,
+            };
+            let fused = fused_aggregate(&loaded, a.op.id(), &a.modifier, &a.expr, &steps);
+            let inner = eval(&loaded, &a.expr, &steps, 300_000).expect("range path");
+            let plain = aggregate(a.op.id(), &a.modifier, inner, &steps);
+            let fused = fused.unwrap_or_else(|| panic!("{q}: not fused"));
+            assert!(!plain.is_empty(), "{q}");
+            assert_eq!(fused.len(), plain.len(), "{q}");
+            assert_eq!(fused.len(), 7, "{q}");
+            for (f, p) in fused.iter().zip(&plain) {
+                assert_eq!(f.labels, p.labels, "{q}");
+                let bits = |t: &Track| -> Vec<Option<u64>> {
+                    t.values.iter().map(|v| v.map(f64::to_bits)).collect()
+                };
+                assert_eq!(bits(f), bits(p), "{q}: {}", f.labels);
+            }
+        }
+        // One group over several cores: left to the general path, which splits by series.
+        let (e, loaded) = loaded("sum(rate(c[1m]))", 40, 6_000);
+        let Expr::Aggregate(a) = &e else { panic!() };
+        let steps = Steps {
+            start: 0,
+            step: 60_000,
+            n: 1_500,
+        };
+        let fused = fused_aggregate(&loaded, a.op.id(), &a.modifier, &a.expr, &steps);
+        assert_eq!(fused.is_none(), rayon::current_num_threads() > 1);
+    }
+
+    #[test]
+    fn window_edges_give_way_to_the_general_path_at_a_stale_marker() {
+        let mut runs = Samples::default();
+        runs.push(vec![
+            Sample {
+                timestamp_ms: 0,
+                value: 1.0,
+            },
+            Sample {
+                timestamp_ms: 15_000,
+                value: f64::from_bits(nunchi_model::STALE_NAN_BITS),
+            },
+        ]);
+        let steps = Steps {
+            start: 0,
+            step: 60_000,
+            n: 2,
+        };
+        assert!(!window_edges(
+            &runs,
+            &steps,
+            0,
+            300_000,
+            &mut Vec::new(),
+            &mut Vec::new()
+        ));
+    }
 }
