@@ -310,3 +310,49 @@ async fn grafana_and_keda_requests_are_answered() {
         .expect("value");
     assert!((value - 0.5).abs() < 1e-9, "{v}");
 }
+
+/// A range answer large enough to be written on several cores arrives whole: its declared
+/// length is its length, and every point is there, in order, with the value pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_range_answer_arrives_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Collector::start(dir.path(), &[]).await;
+    let end = common::now_ms().div_euclid(15_000) * 15_000;
+    let start = end - 999 * 15_000;
+    let series: Vec<_> = (0..60)
+        .map(|s| {
+            let samples: Vec<(i64, f64)> = (0..1000)
+                .map(|k| (start + k * 15_000, (s * 1000 + k) as f64 / 8.0))
+                .collect();
+            common::series(&[("__name__", "wide"), ("s", &format!("{s:02}"))], &samples)
+        })
+        .collect();
+    let (code, text) = common::push(&c.write_url(), &series, None).await;
+    assert_eq!(code, 204, "{text}");
+    let r = client()
+        .get(format!(
+            "{}/api/v1/query_range?query=wide&start={}&end={}&step=15",
+            c.base,
+            start / 1000,
+            end / 1000
+        ))
+        .send()
+        .await
+        .expect("get");
+    let declared = r.content_length();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(declared, Some(body.len() as u64));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let result = v["data"]["result"].as_array().expect("matrix");
+    assert_eq!(result.len(), 60, "{}", v["status"]);
+    for (s, r) in result.iter().enumerate() {
+        assert_eq!(r["metric"]["s"], format!("{s:02}"));
+        let values = r["values"].as_array().expect("values");
+        assert_eq!(values.len(), 1000);
+        for (k, p) in values.iter().enumerate() {
+            assert_eq!(p[0].as_i64(), Some((start + k as i64 * 15_000) / 1000));
+            let want = ((s * 1000 + k) as f64 / 8.0).to_string();
+            assert_eq!(p[1].as_str(), Some(want.as_str()), "series {s}, point {k}");
+        }
+    }
+}

@@ -146,6 +146,27 @@ fn json_response(body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// A JSON body sent part by part, with its length up front.
+fn json_parts_response(mut parts: Vec<Vec<u8>>, bytes: usize) -> Response {
+    if parts.len() <= 1 {
+        return json_response(parts.pop().unwrap_or_default());
+    }
+    let chunks = parts
+        .into_iter()
+        .map(|p| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(p)));
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            ),
+            (axum::http::header::CONTENT_LENGTH, bytes.into()),
+        ],
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
 fn internal(message: String) -> Response {
     ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -393,16 +414,19 @@ async fn query_range(State(s): State<Arc<AppState>>, p: Params) -> Result<Respon
     let answered_ms = began.elapsed().as_secs_f64() * 1000.0;
     Ok(match r {
         QueryResult::Matrix(m) => {
-            let mut buf = Vec::new();
-            let written = crate::query::value::write_matrix_response(&m, &mut buf);
-            tracing::debug!(
-                answered_ms,
-                written_ms = began.elapsed().as_secs_f64() * 1000.0,
-                bytes = buf.len(),
-                "range query answered"
-            );
+            let written = crate::query::value::write_matrix_parts(&m);
+            drop(m);
             match written {
-                Ok(()) => json_response(buf),
+                Ok(parts) => {
+                    let bytes: usize = parts.iter().map(Vec::len).sum();
+                    tracing::debug!(
+                        answered_ms,
+                        written_ms = began.elapsed().as_secs_f64() * 1000.0,
+                        bytes,
+                        "range query answered"
+                    );
+                    json_parts_response(parts, bytes)
+                }
                 Err(e) => internal(format!("writing the answer: {e}")),
             }
         }

@@ -108,11 +108,16 @@ impl Formatted {
         }
         let mut b = ryu::Buffer::new();
         let s = b.format_finite(v);
-        match s.split_once('e') {
+        match s.bytes().position(|c| c == b'e') {
             None => f.push(s.strip_suffix(".0").unwrap_or(s).as_bytes()),
-            Some((mantissa, exp)) => f.plain(mantissa, exp.parse().unwrap_or(0)),
+            Some(e) => f.plain(&s[..e], s[e + 1..].parse().unwrap_or(0)),
         }
         f
+    }
+
+    /// The text's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 
     fn push(&mut self, b: &[u8]) {
@@ -237,53 +242,61 @@ impl Serialize for VectorItem<'_> {
     }
 }
 
-/// Writes a range query's answer as `/api/v1/query_range` returns it,
-/// `{"status":"success","data":{"resultType":"matrix","result":[...]}}`; large answers are
-/// written in parts on every core and joined.
+/// Writes a range query's success answer into `out`.
 pub fn write_matrix_response(
     series: &[(Labels, Vec<(i64, f64)>)],
     out: &mut Vec<u8>,
 ) -> Result<(), serde_json::Error> {
-    let write = |part: &[(Labels, Vec<(i64, f64)>)], buf: &mut Vec<u8>| {
+    let parts = write_matrix_parts(series)?;
+    out.reserve(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Ok(())
+}
+
+/// A range query's success answer, in parts to be sent one after the other: large answers
+/// are written on all cores, each core a part, and sent without joining them.
+pub fn write_matrix_parts(
+    series: &[(Labels, Vec<(i64, f64)>)],
+) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+    const HEAD: &[u8] = br#"{"status":"success","data":{"resultType":"matrix","result":["#;
+    let points: usize = series.iter().map(|(_, p)| p.len()).sum();
+    let parts = rayon::current_num_threads()
+        .min(points / PARALLEL_MIN_POINTS + 1)
+        .min(series.len().max(1));
+    let size = series.len().div_ceil(parts).max(1);
+    type Part<'a> = &'a [(Labels, Vec<(i64, f64)>)];
+    let write = |(k, part): (usize, Part<'_>)| {
+        // Sized up front: a buffer grown to megabytes is copied over and over.
+        let points: usize = part.iter().map(|(_, p)| p.len()).sum();
+        let labels: usize = part
+            .iter()
+            .flat_map(|(l, _)| l.iter().map(|x| x.name.len() + x.value.len() + 6))
+            .sum();
+        let mut buf = Vec::with_capacity(points * 32 + labels + part.len() * 32 + HEAD.len());
+        buf.extend_from_slice(if k == 0 { HEAD } else { b"," });
         for (i, (l, p)) in part.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
-            write_matrix_item(l, p, buf)?;
+            write_matrix_item(l, p, &mut buf)?;
         }
-        Ok::<(), serde_json::Error>(())
+        Ok::<_, serde_json::Error>(buf)
     };
-    let points: usize = series.iter().map(|(_, p)| p.len()).sum();
-    // Sized up front: a buffer grown to tens of megabytes is copied over and over.
-    let labels: usize = series
-        .iter()
-        .flat_map(|(l, _)| l.iter().map(|x| x.name.len() + x.value.len() + 6))
-        .sum();
-    out.reserve(points * 32 + labels + series.len() * 32 + 64);
-    let parts = rayon::current_num_threads()
-        .min(points / PARALLEL_MIN_POINTS + 1)
-        .min(series.len().max(1));
-    out.extend_from_slice(br#"{"status":"success","data":{"resultType":"matrix","result":["#);
-    if parts <= 1 {
-        write(series, out)?;
+    let mut out = if parts <= 1 {
+        vec![write((0, series))?]
     } else {
-        let size = series.len().div_ceil(parts);
-        let bufs = series
+        series
             .par_chunks(size)
-            .map(|part| {
-                let mut buf = Vec::with_capacity(points * 32 / parts);
-                write(part, &mut buf).map(|()| buf)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for (i, b) in bufs.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b);
-        }
+            .enumerate()
+            .map(write)
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if let Some(last) = out.last_mut() {
+        last.extend_from_slice(b"]}}");
     }
-    out.extend_from_slice(b"]}}");
-    Ok(())
+    Ok(out)
 }
 
 /// One series of a matrix, as `MatrixItem` serializes it. The points are written straight
@@ -310,7 +323,7 @@ fn write_matrix_item(
             buf.extend_from_slice(float.format_finite(t as f64 / 1000.0).as_bytes());
         }
         buf.extend_from_slice(b",\"");
-        buf.extend_from_slice(Formatted::new(v).as_str().as_bytes());
+        buf.extend_from_slice(Formatted::new(v).as_bytes());
         buf.extend_from_slice(b"\"]");
     }
     buf.extend_from_slice(b"]}");
