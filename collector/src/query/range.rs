@@ -206,9 +206,7 @@ fn window_function(
     let samples: usize = all.iter().map(|s| s.runs.len()).sum();
     // Large inputs are split over the cores, each part walked as below; small ones are not
     // worth a thread.
-    let parts = rayon::current_num_threads()
-        .min(samples / PARALLEL_MIN_SAMPLES + 1)
-        .min(all.len().max(1));
+    let parts = parts_for(samples).min(all.len().max(1));
     let out: Vec<Track> = if parts <= 1 {
         w.tracks(all)
     } else {
@@ -222,6 +220,32 @@ fn window_function(
 
 /// Below this many input samples a window function runs on one core.
 const PARALLEL_MIN_SAMPLES: usize = 200_000;
+
+/// How many parts an input of `samples` is split into, one per core at most.
+fn parts_for(samples: usize) -> usize {
+    rayon::current_num_threads().min(samples / PARALLEL_MIN_SAMPLES + 1)
+}
+
+/// The group of each of `labels` under `modifier`, and the groups' labels in order of
+/// first appearance.
+fn groups_of<'l>(
+    labels: impl Iterator<Item = &'l Labels>,
+    modifier: &Option<promql_parser::parser::LabelModifier>,
+) -> (Vec<Labels>, Vec<usize>) {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut keys: Vec<Labels> = Vec::new();
+    let member_of = labels
+        .map(|l| {
+            *index
+                .entry(group_labels(l, modifier, None))
+                .or_insert_with_key(|key| {
+                    keys.push(key.clone());
+                    keys.len() - 1
+                })
+        })
+        .collect();
+    (keys, member_of)
+}
 
 /// A function of one range window, evaluated at every step.
 struct Window<'a> {
@@ -537,25 +561,13 @@ fn fused_aggregate(
     if !labels.iter().all(|l| distinct.insert(l.as_ref())) {
         return None;
     }
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut keys: Vec<Labels> = Vec::new();
-    let member_of: Vec<usize> = labels
-        .iter()
-        .map(|l| {
-            let key = group_labels(l, modifier, None);
-            *index.entry(key).or_insert_with_key(|key| {
-                keys.push(key.clone());
-                keys.len() - 1
-            })
-        })
-        .collect();
+    let (keys, member_of) = groups_of(labels.iter().map(Arc::as_ref), modifier);
     let mut weight = vec![0usize; keys.len()];
     for (s, &g) in all.iter().zip(&member_of) {
         weight[g] += s.runs.len();
     }
     let samples: usize = weight.iter().sum();
-    let cores = rayon::current_num_threads();
-    let parts = cores.min(samples / PARALLEL_MIN_SAMPLES + 1);
+    let parts = parts_for(samples);
     if parts > keys.len() {
         return None;
     }
@@ -624,19 +636,12 @@ fn aggregate(
     inner: Vec<Track>,
     steps: &Steps,
 ) -> Vec<Track> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut groups: Vec<Track> = Vec::new();
-    let member_of: Vec<usize> = inner
-        .iter()
-        .map(|t| {
-            let key = group_labels(&t.labels, modifier, None);
-            *index.entry(key.clone()).or_insert_with(|| {
-                groups.push(Track {
-                    labels: Arc::new(key),
-                    values: vec![None; steps.n],
-                });
-                groups.len() - 1
-            })
+    let (keys, member_of) = groups_of(inner.iter().map(|t| t.labels.as_ref()), modifier);
+    let mut groups: Vec<Track> = keys
+        .into_iter()
+        .map(|key| Track {
+            labels: Arc::new(key),
+            values: vec![None; steps.n],
         })
         .collect();
     if matches!(op, T_SUM | T_COUNT | T_MIN | T_MAX | T_GROUP) {
