@@ -26,6 +26,7 @@ pub fn stale_nan() -> f64 {
 }
 
 /// Whether `v` is the staleness marker (compared bit for bit: an ordinary NaN is not one).
+#[inline]
 pub fn is_stale_nan(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }

@@ -661,21 +661,24 @@ pub(crate) fn extrapolate(
     let exact = || extrapolate_exact(e, range_start, range_end, counter, per_second, range_ms);
     // Both ends within the threshold: to_start < 1.1 * sampled / (n - 1), exactly as
     // 10 * to_start * (n - 1) < 11 * sampled, with a margin of 2^-40 for Prometheus'
-    // rounding.
-    let n1 = (e.n - 1) as i128;
-    let threshold = i128::from(sampled) * 11;
+    // rounding. Products too large for an i64 are left to the exact path.
+    let threshold = sampled.saturating_mul(11);
     let margin = threshold >> 40;
-    if i128::from(to_start) * n1 * 10 + margin >= threshold
-        || i128::from(to_end) * n1 * 10 + margin >= threshold
-    {
+    let clear = (e.n as i64 - 1)
+        .checked_mul(10)
+        .and_then(|n| to_start.max(to_end).checked_mul(n))
+        .is_some_and(|near| near + margin < threshold);
+    if !clear || threshold == i64::MAX {
         return exact();
     }
     let (to_start, to_end, sampled) = (to_start as f64, to_end as f64, sampled as f64);
-    // The counter would reach zero after the window starts: to_zero < to_start.
+    // The counter would reach zero after the window starts, to_zero < to_start, unless
+    // sampled * first > to_start * change clearly (both sides are not negative here): by
+    // more than the 1e-9 relative margin that covers Prometheus' rounding.
     if counter
         && e.change > 0.0
         && first.value >= 0.0
-        && clearly_less(sampled * first.value, to_start * e.change) != Some(false)
+        && !(sampled * first.value * (1.0 - 1e-9) > to_start * e.change)
     {
         return exact();
     }
@@ -686,18 +689,6 @@ pub(crate) fn extrapolate(
         sampled
     };
     e.change * (interval / scale)
-}
-
-/// `a < b`, or `None` when they are too close for the rounding of either to settle it.
-fn clearly_less(a: f64, b: f64) -> Option<bool> {
-    let margin = 1e-9 * a.abs().max(b.abs());
-    if a < b - margin {
-        Some(true)
-    } else if a > b + margin {
-        Some(false)
-    } else {
-        None
-    }
 }
 
 /// [`extrapolate`] with Prometheus' arithmetic, step by step, in seconds.
