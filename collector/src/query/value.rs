@@ -65,7 +65,21 @@ pub fn format_value(v: f64) -> String {
     Formatted::new(v).as_str().to_owned()
 }
 
-/// A formatted value, on the stack: answers write millions of them.
+/// Appends `v` to `out` as [`format_value`] writes it.
+#[inline]
+pub fn push_value(out: &mut Vec<u8>, v: f64) {
+    // Most values: zmij writes `1e-5 <= |v| < 1e16` plain, as Go does, but for an
+    // integer's `.0`.
+    if (1e-5..1e16).contains(&v.abs()) {
+        let mut b = zmij::Buffer::new();
+        let s = b.format_finite(v).as_bytes();
+        out.extend_from_slice(s.strip_suffix(b".0").unwrap_or(s));
+    } else {
+        out.extend_from_slice(Formatted::new(v).as_bytes());
+    }
+}
+
+/// A formatted value, on the stack.
 pub struct Formatted {
     buf: [u8; 48],
     len: usize,
@@ -89,13 +103,13 @@ impl Formatted {
         let abs = v.abs();
         if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
             // Go's exponent form: `6.5e-07`, `1e+21`.
-            let mut b = ryu::Buffer::new();
+            let mut b = zmij::Buffer::new();
             let s = b.format_finite(v);
             let (mantissa, exp) = s.split_once('e').unwrap_or((s, "0"));
             let mantissa = mantissa.strip_suffix(".0").unwrap_or(mantissa);
             let (sign, digits) = match exp.strip_prefix('-') {
                 Some(d) => (b'-', d),
-                None => (b'+', exp),
+                None => (b'+', exp.strip_prefix('+').unwrap_or(exp)),
             };
             f.push(mantissa.as_bytes());
             f.push(b"e");
@@ -106,7 +120,7 @@ impl Formatted {
             f.push(digits.as_bytes());
             return f;
         }
-        let mut b = ryu::Buffer::new();
+        let mut b = zmij::Buffer::new();
         let s = b.format_finite(v);
         match s.bytes().position(|c| c == b'e') {
             None => f.push(s.strip_suffix(".0").unwrap_or(s).as_bytes()),
@@ -125,7 +139,7 @@ impl Formatted {
         self.len += b.len();
     }
 
-    /// Writes `mantissa` × 10^`exp` (ryu's `d.ddd` and exponent) without an exponent.
+    /// Writes `mantissa` × 10^`exp` (zmij's `d.ddd` and exponent) without an exponent.
     fn plain(&mut self, mantissa: &str, exp: i32) {
         let (neg, m) = match mantissa.strip_prefix('-') {
             Some(m) => (true, m),
@@ -310,7 +324,7 @@ fn write_matrix_item(
     serde_json::to_writer(&mut *buf, &Metric(labels))?;
     buf.extend_from_slice(br#","values":["#);
     let mut int = itoa::Buffer::new();
-    let mut float = ryu::Buffer::new();
+    let mut float = zmij::Buffer::new();
     for (i, &(t, v)) in points.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
@@ -323,7 +337,7 @@ fn write_matrix_item(
             buf.extend_from_slice(float.format_finite(t as f64 / 1000.0).as_bytes());
         }
         buf.extend_from_slice(b",\"");
-        buf.extend_from_slice(Formatted::new(v).as_bytes());
+        push_value(buf, v);
         buf.extend_from_slice(b"\"]");
     }
     buf.extend_from_slice(b"]}");
@@ -374,9 +388,12 @@ mod tests {
                 continue;
             }
             // Rust's own printing has the same length; it may round an exact tie the other
-            // way (Go, like ryu, rounds it to even).
+            // way (Go, like zmij, rounds it to even).
             let ours = Formatted::new(v);
             let ours = ours.as_str();
+            let mut pushed = Vec::new();
+            push_value(&mut pushed, v);
+            assert_eq!(pushed, ours.as_bytes(), "{v:e}");
             assert_eq!(ours.parse::<f64>().ok(), Some(v), "{v:e}: {ours}");
             assert_eq!(ours.len(), format!("{v}").len(), "{v:e}: {ours}");
             assert!(!ours.contains('e'), "{v:e}: {ours}");
@@ -438,6 +455,22 @@ mod tests {
         assert_eq!(format_value(-3.0), "-3");
         assert_eq!(format_value(1.7e308), "1.7e+308");
         assert_eq!(format_value(5e-324), "5e-324");
+        // Where zmij's plain form ends, and Go's.
+        for (v, text) in [
+            (1e-5, "0.00001"),
+            (9.999999999999999e-6, "0.000009999999999999999"),
+            (1e-6, "0.000001"),
+            (9.99e-7, "9.99e-07"),
+            (1e16, "10000000000000000"),
+            (9999999999999998.0, "9999999999999998"),
+            (-1.5e16, "-15000000000000000"),
+            (999999999999999900000.0, "999999999999999900000"),
+        ] {
+            assert_eq!(format_value(v), text);
+            let mut pushed = Vec::new();
+            push_value(&mut pushed, v);
+            assert_eq!(pushed, text.as_bytes());
+        }
         let r = QueryResult::Vector(
             1_500,
             vec![Element {
