@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nunchi_collector::query::{Engine, Querier, QueryLimits, QueryResult, parse};
-use nunchi_collector::storage::{Samples, SelectedRollup, SelectedSeries, StorageError};
+use nunchi_collector::storage::{Block, Samples, SelectedRollup, SelectedSeries, StorageError};
 use nunchi_model::{Labels, Sample};
 use promql_parser::label::Matcher;
 
@@ -30,7 +30,7 @@ const END: i64 = 1_800_000_000_000;
 
 /// Series held as shared decoded blocks.
 struct Blocks {
-    series: Vec<(Labels, Vec<Arc<[Sample]>>)>,
+    series: Vec<(Labels, Vec<Arc<Block>>)>,
 }
 
 impl Blocks {
@@ -72,7 +72,7 @@ impl Blocks {
                             });
                             t += INTERVAL_MS;
                         }
-                        blocks.push(samples.into());
+                        blocks.push(Arc::new(Block::new(samples)));
                     }
                     series.push((labels, blocks));
                 }
@@ -99,7 +99,8 @@ impl Querier for Blocks {
             })
             .map(|(labels, blocks)| {
                 let mut samples = Samples::default();
-                for b in blocks {
+                for block in blocks {
+                    let b = block.samples();
                     // As storage does: most blocks lie wholly inside the range.
                     let (first, last) = (b[0].timestamp_ms, b[b.len() - 1].timestamp_ms);
                     let lo = if first < mint {
@@ -112,7 +113,7 @@ impl Querier for Blocks {
                     } else {
                         b.len()
                     };
-                    samples.push_shared(b, lo..hi.max(lo));
+                    samples.push_shared(block, lo..hi.max(lo));
                 }
                 SelectedSeries {
                     labels: labels.clone(),

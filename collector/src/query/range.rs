@@ -274,100 +274,80 @@ fn window_bounds(samples: &[Sample], a: &mut usize, b: &mut usize, start: i64, e
 struct Scratch {
     joined: Vec<Sample>,
     fresh: Vec<Sample>,
-    starts: Vec<Edge>,
-    ends: Vec<Edge>,
+    resets: Vec<usize>,
 }
 
-/// One end of a step's window in a series.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Edge {
-    /// For a start, the position of the window's first sample; for an end, one past its
-    /// last.
+/// A position in a series' runs that only moves forward: sample `at` of run `run`, the
+/// series' sample `pos`; past the last sample, `run` is the number of runs.
+///
+/// A window moving by a fixed step over samples of a steady cadence moves by the same
+/// number of samples every step, so each move first tries `stride`, the length of the one
+/// before, which two timestamps confirm; only where that fails does it walk.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Cursor {
+    run: usize,
     at: usize,
-    /// That first (or last) sample.
-    sample: Sample,
-    /// Counter resets among the series' samples up to that one.
-    resets: u32,
+    pos: usize,
+    stride: usize,
 }
 
-/// Finds every step's window `[end - range, end]` in `runs` in one pass: `starts[i]` and
-/// `ends[i]` bound the window of step `i`. Returns false, with the edges unfinished, when
-/// the series holds a stale marker.
-fn window_edges(
-    runs: &Samples,
-    steps: &Steps,
-    off: i64,
-    range: i64,
-    starts: &mut Vec<Edge>,
-    ends: &mut Vec<Edge>,
-) -> bool {
-    let n = steps.n;
-    let none = Edge {
-        at: 0,
-        sample: Sample {
-            timestamp_ms: i64::MIN,
-            value: f64::NAN,
-        },
-        resets: 0,
-    };
-    starts.clear();
-    ends.clear();
-    starts.reserve(n);
-    ends.reserve(n);
-    let mut next_end = steps.at(0) - off;
-    let mut next_start = next_end - range;
-    // The next time at which a sample ends or starts a window.
-    let mut next = next_start.min(next_end.saturating_add(1));
-    // The sample before the current one, its position + 1 and the resets up to it.
-    let mut prev = none;
-    for part in runs.parts() {
-        for &s in part {
-            if is_stale_nan(s.value) {
-                return false;
+impl Cursor {
+    /// Moves on to the first sample at or after `t`, which may not be before the time of
+    /// the move before.
+    #[inline(always)]
+    fn seek(&mut self, runs: &[&[Sample]], t: i64) {
+        if let Some(run) = runs.get(self.run) {
+            // The samples before `at` are all before `t`.
+            let to = self.at + self.stride;
+            if to < run.len()
+                && run[to].timestamp_ms >= t
+                && (self.stride == 0 || run[to - 1].timestamp_ms < t)
+            {
+                self.at = to;
+                self.pos += self.stride;
+                return;
             }
-            let resets = prev.resets + u32::from(s.value < prev.sample.value);
-            if s.timestamp_ms >= next {
-                // Every window that ends before this sample ends at the one before it.
-                while next_end < s.timestamp_ms {
-                    ends.push(prev);
-                    next_end = if ends.len() < n {
-                        next_end + steps.step
-                    } else {
-                        i64::MAX - 1
-                    };
-                }
-                let here = Edge {
-                    at: prev.at,
-                    sample: s,
-                    resets,
-                };
-                while next_start <= s.timestamp_ms {
-                    starts.push(here);
-                    next_start = if starts.len() < n {
-                        next_start + steps.step
-                    } else {
-                        i64::MAX
-                    };
-                }
-                next = next_start.min(next_end + 1);
+        }
+        self.walk(runs, t);
+    }
+
+    /// [`Cursor::seek`] sample by sample, and run by run past those wholly before `t`.
+    #[inline(never)]
+    fn walk(&mut self, runs: &[&[Sample]], t: i64) {
+        let from = self.pos;
+        while let Some(&run) = runs.get(self.run) {
+            if run[run.len() - 1].timestamp_ms < t {
+                self.pos += run.len() - self.at;
+                self.run += 1;
+                self.at = 0;
+                continue;
             }
-            prev = Edge {
-                at: prev.at + 1,
-                sample: s,
-                resets,
-            };
+            while run[self.at].timestamp_ms < t {
+                self.at += 1;
+                self.pos += 1;
+            }
+            break;
+        }
+        self.stride = self.pos - from;
+    }
+
+    /// The sample at the cursor; it must not be past the end.
+    #[inline]
+    fn sample(&self, runs: &[&[Sample]]) -> Sample {
+        runs[self.run][self.at]
+    }
+
+    /// The sample before the cursor; it must not be at the start.
+    #[inline]
+    fn before(&self, runs: &[&[Sample]]) -> Sample {
+        match self.at.checked_sub(1) {
+            Some(at) => runs[self.run][at],
+            None => {
+                let run = runs[self.run - 1];
+                run[run.len() - 1]
+            }
         }
     }
-    ends.resize(n, prev);
-    // Windows that start after the last sample are empty.
-    starts.resize(
-        n,
-        Edge {
-            at: prev.at,
-            ..none
-        },
-    );
-    true
 }
 
 /// Copies the samples at positions `at` of `runs` into `out`.
@@ -434,25 +414,40 @@ impl<'a> Window<'a> {
         }
     }
 
-    /// `rate` or `increase` at every step, from one pass over the series' runs.
+    /// `rate` or `increase` at every step, from two cursors that find each window's first
+    /// and last sample.
     ///
-    /// The pass finds, for every step, the first sample of its window and the last, with
-    /// their positions in the series and the counter resets up to each. Windows without
-    /// resets (nearly all) need nothing else: their change is `last - first`. The few with
-    /// resets are gathered and scanned; a series with stale markers goes the general way.
+    /// The series' counter resets are listed first (decoded blocks know theirs). Windows
+    /// without one (nearly all) need nothing but their two ends: their change is `last -
+    /// first`. The few with a reset are gathered and scanned; a series with staleness
+    /// markers goes the general way.
     fn counter_rates(&self, s: &LoadedSeries, x: &mut Scratch, values: &mut Vec<Option<f64>>) {
         let (range, steps) = (self.range, self.steps);
         let per_second = self.name == "rate";
-        if !window_edges(&s.runs, steps, self.off, range, &mut x.starts, &mut x.ends) {
+        if !s.runs.counter_resets(&mut x.resets) {
             return self.values(s, x, values);
         }
-        for (i, (a, b)) in x.starts.iter().zip(&x.ends).enumerate() {
+        let runs: Vec<&[Sample]> = s.runs.parts().collect();
+        let (mut a, mut b) = (Cursor::default(), Cursor::default());
+        // Resets at or before the window's first sample.
+        let mut passed = 0;
+        for i in 0..steps.n {
             let end = steps.at(i) - self.off;
-            let n = b.at.saturating_sub(a.at);
-            values.push(if n < 2 {
-                None
-            } else if a.resets == b.resets {
-                let (first, last) = (a.sample, b.sample);
+            a.seek(&runs, end - range);
+            b.seek(&runs, end + 1);
+            let n = b.pos - a.pos;
+            if n < 2 {
+                values.push(None);
+                continue;
+            }
+            while x.resets.get(passed).is_some_and(|&r| r <= a.pos) {
+                passed += 1;
+            }
+            values.push(if x.resets.get(passed).is_some_and(|&r| r < b.pos) {
+                gather(&s.runs, a.pos..b.pos, &mut x.joined);
+                extrapolated_rate_scan(&x.joined, end - range, end, true, per_second, range, true)
+            } else {
+                let (first, last) = (a.sample(&runs), b.before(&runs));
                 let e = Edges {
                     first,
                     last,
@@ -460,9 +455,6 @@ impl<'a> Window<'a> {
                     change: last.value - first.value,
                 };
                 Some(extrapolate(e, end - range, end, true, per_second, range))
-            } else {
-                gather(&s.runs, a.at..b.at, &mut x.joined);
-                extrapolated_rate_scan(&x.joined, end - range, end, true, per_second, range, true)
             });
         }
     }
@@ -683,6 +675,7 @@ fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Block;
 
     /// A small deterministic generator (xorshift), so failures reproduce.
     struct Gen(u64);
@@ -696,7 +689,7 @@ mod tests {
     }
 
     #[test]
-    fn window_edges_agree_with_a_search_of_the_joined_samples() {
+    fn cursors_and_resets_agree_with_a_search_of_the_joined_samples() {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         for round in 0..300 {
             // A counter with irregular gaps and some resets, split into shared and owned runs.
@@ -720,7 +713,7 @@ mod tests {
             while !rest.is_empty() {
                 let k = (1 + g.next(80) as usize).min(rest.len());
                 if g.next(2) == 0 {
-                    let block: Arc<[Sample]> = rest[..k].into();
+                    let block = Arc::new(Block::new(rest[..k].to_vec()));
                     runs.push_shared(&block, 0..k);
                 } else {
                     runs.push(rest[..k].to_vec());
@@ -734,35 +727,34 @@ mod tests {
                 n: 1 + g.next(200) as usize,
             };
             let (off, range) = (g.next(30_000) as i64 - 10_000, 1 + g.next(300_000) as i64);
-            let (mut starts, mut ends) = (Vec::new(), Vec::new());
-            assert!(window_edges(
-                &runs,
-                &steps,
-                off,
-                range,
-                &mut starts,
-                &mut ends
-            ));
-            let resets = |k: usize| (1..=k).filter(|&j| all[j].value < all[j - 1].value).count();
+            let parts: Vec<&[Sample]> = runs.parts().collect();
+            let (mut a, mut b) = (Cursor::default(), Cursor::default());
             for i in 0..steps.n {
                 let end = steps.at(i) - off;
-                let a = all.partition_point(|s| s.timestamp_ms < end - range);
-                let b = all.partition_point(|s| s.timestamp_ms <= end);
+                a.seek(&parts, end - range);
+                b.seek(&parts, end + 1);
+                let want_a = all.partition_point(|s| s.timestamp_ms < end - range);
+                let want_b = all.partition_point(|s| s.timestamp_ms <= end);
                 let why = format!("round {round}, step {i}");
-                assert_eq!(starts[i].at.min(all.len()), a, "{why}");
-                assert_eq!(ends[i].at, b, "{why}");
-                if a < all.len() {
-                    assert_eq!(starts[i].sample, all[a], "{why}");
-                    assert_eq!(starts[i].resets as usize, resets(a), "{why}");
+                assert_eq!((a.pos, b.pos), (want_a, want_b), "{why}");
+                if want_a < all.len() {
+                    assert_eq!(a.sample(&parts), all[want_a], "{why}");
+                } else {
+                    assert_eq!(a.run, parts.len(), "{why}");
                 }
-                if b > 0 {
-                    assert_eq!(ends[i].sample, all[b - 1], "{why}");
-                    assert_eq!(ends[i].resets as usize, resets(b - 1), "{why}");
+                if want_b > 0 {
+                    assert_eq!(b.before(&parts), all[want_b - 1], "{why}");
                 }
                 let mut got = Vec::new();
-                gather(&runs, a..b.max(a), &mut got);
-                assert_eq!(got, all[a..b.max(a)], "{why}");
+                gather(&runs, want_a..want_b.max(want_a), &mut got);
+                assert_eq!(got, all[want_a..want_b.max(want_a)], "{why}");
             }
+            let mut resets = Vec::new();
+            assert!(runs.counter_resets(&mut resets));
+            let want: Vec<usize> = (1..all.len())
+                .filter(|&j| all[j].value < all[j - 1].value)
+                .collect();
+            assert_eq!(resets, want, "round {round}");
         }
     }
 
@@ -800,8 +792,8 @@ mod tests {
                 }
                 let mut runs = Samples::default();
                 for c in samples.chunks(480) {
-                    let block: Arc<[Sample]> = c.into();
-                    runs.push_shared(&block, 0..block.len());
+                    let block = Arc::new(Block::new(c.to_vec()));
+                    runs.push_shared(&block, 0..c.len());
                 }
                 let labels = Labels::from_pairs([
                     ("__name__", "c".to_string()),
@@ -858,33 +850,5 @@ mod tests {
         };
         let fused = fused_aggregate(&loaded, a.op.id(), &a.modifier, &a.expr, &steps);
         assert_eq!(fused.is_none(), rayon::current_num_threads() > 1);
-    }
-
-    #[test]
-    fn window_edges_give_way_to_the_general_path_at_a_stale_marker() {
-        let mut runs = Samples::default();
-        runs.push(vec![
-            Sample {
-                timestamp_ms: 0,
-                value: 1.0,
-            },
-            Sample {
-                timestamp_ms: 15_000,
-                value: f64::from_bits(nunchi_model::STALE_NAN_BITS),
-            },
-        ]);
-        let steps = Steps {
-            start: 0,
-            step: 60_000,
-            n: 2,
-        };
-        assert!(!window_edges(
-            &runs,
-            &steps,
-            0,
-            300_000,
-            &mut Vec::new(),
-            &mut Vec::new()
-        ));
     }
 }

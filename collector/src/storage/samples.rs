@@ -1,24 +1,68 @@
 //! A series' samples as a read returns them: sorted runs, each wholly after the one before.
-//! Decoded blocks the cache holds are shared with the query that reads them, not copied.
+//! Decoded blocks the cache holds are shared with the query that reads them, not copied,
+//! together with what was learnt of their samples when they were decoded (counter resets,
+//! staleness markers), so that a query need not read every sample to know it.
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use nunchi_model::Sample;
+use nunchi_model::{Sample, is_stale_nan};
 
 use super::head::merge_in;
+
+/// A decoded block: its samples (sorted, one per timestamp) and facts about them found
+/// once, when it was decoded.
+#[derive(Debug)]
+pub struct Block {
+    samples: Box<[Sample]>,
+    /// Positions of the counter resets: samples below the one before.
+    resets: Box<[u32]>,
+    /// Whether a staleness marker is among the samples.
+    stale: bool,
+}
+
+impl Block {
+    /// The block of `samples`, which must be sorted, one per timestamp.
+    pub fn new(samples: Vec<Sample>) -> Block {
+        let mut resets = Vec::new();
+        let mut stale = false;
+        for (i, w) in samples.windows(2).enumerate() {
+            if w[1].value < w[0].value {
+                resets.push(u32::try_from(i + 1).unwrap_or(u32::MAX));
+            }
+        }
+        for s in &samples {
+            stale |= is_stale_nan(s.value);
+        }
+        Block {
+            samples: samples.into(),
+            resets: resets.into(),
+            stale,
+        }
+    }
+
+    /// Its samples.
+    pub fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// Memory it holds, in bytes.
+    pub fn weight(&self) -> usize {
+        self.samples.len() * size_of::<Sample>() + self.resets.len() * size_of::<u32>() + 64
+    }
+}
 
 /// One run: part of a shared decoded block, or samples of its own.
 #[derive(Debug, Clone)]
 enum Run {
-    Shared(Arc<[Sample]>, Range<usize>),
+    Shared(Arc<Block>, Range<usize>),
     Owned(Vec<Sample>),
 }
 
 impl Run {
     fn as_slice(&self) -> &[Sample] {
         match self {
-            Run::Shared(d, r) => &d[r.clone()],
+            Run::Shared(b, r) => &b.samples[r.clone()],
             Run::Owned(v) => v,
         }
     }
@@ -78,9 +122,49 @@ impl Samples {
         }
     }
 
+    /// The positions of the counter resets (samples below the one before) into `out`, in
+    /// order; false, with `out` unfinished, when a staleness marker is among the samples.
+    /// Shared blocks answer from what was found when they were decoded.
+    pub fn counter_resets(&self, out: &mut Vec<usize>) -> bool {
+        out.clear();
+        let mut base = 0;
+        let mut prev = f64::NAN;
+        for run in &self.runs {
+            let part = run.as_slice();
+            if part[0].value < prev {
+                out.push(base);
+            }
+            match run {
+                Run::Shared(b, r) if !b.stale => {
+                    // Resets at the run's first sample compare with one outside it.
+                    let lo = b.resets.partition_point(|&p| p as usize <= r.start);
+                    let hi = b.resets.partition_point(|&p| (p as usize) < r.end);
+                    out.extend(
+                        b.resets[lo..hi]
+                            .iter()
+                            .map(|&p| base + p as usize - r.start),
+                    );
+                }
+                _ => {
+                    for (i, w) in part.windows(2).enumerate() {
+                        if w[1].value < w[0].value {
+                            out.push(base + i + 1);
+                        }
+                    }
+                    if part.iter().any(|s| is_stale_nan(s.value)) {
+                        return false;
+                    }
+                }
+            }
+            prev = part[part.len() - 1].value;
+            base += part.len();
+        }
+        true
+    }
+
     /// Adds `range` of the shared block `block`.
-    pub fn push_shared(&mut self, block: &Arc<[Sample]>, range: Range<usize>) {
-        let part = &block[range.clone()];
+    pub fn push_shared(&mut self, block: &Arc<Block>, range: Range<usize>) {
+        let part = &block.samples[range.clone()];
         if part.is_empty() {
             return;
         }
@@ -144,7 +228,7 @@ mod tests {
 
     #[test]
     fn runs_in_order_are_kept_apart_and_overlaps_are_merged() {
-        let block: Arc<[Sample]> = (0..10).map(|t| s(t, t as f64)).collect();
+        let block = Arc::new(Block::new((0..10).map(|t| s(t, t as f64)).collect()));
         let mut x = Samples::default();
         x.push_shared(&block, 2..5);
         x.push_shared(&block, 5..5);
@@ -162,5 +246,45 @@ mod tests {
         );
         assert_eq!(x.len(), 6);
         assert_eq!(x.clone().into_vec(), x.to_vec());
+    }
+
+    #[test]
+    fn counter_resets_are_found_in_blocks_and_between_runs() {
+        let values = [5.0, 6.0, 1.0, 2.0, 3.0, 0.5, 4.0, 9.0, 2.0, 3.0];
+        let block = Arc::new(Block::new(
+            values
+                .iter()
+                .enumerate()
+                .map(|(t, &v)| s(t as i64 * 10, v))
+                .collect(),
+        ));
+        assert_eq!(&*block.resets, [2, 5, 8]);
+        // A run starting at one of the block's resets leaves it out: it compares with a
+        // sample outside the run.
+        let mut x = Samples::default();
+        x.push_shared(&block, 2..5);
+        x.push(vec![s(45, 1.0), s(47, 0.0)]);
+        x.push_shared(&block, 5..10);
+        assert_eq!(x.parts().len(), 3);
+        let mut out = Vec::new();
+        assert!(x.counter_resets(&mut out));
+        // At a join (3), within the owned run (4), in the block (8).
+        let all = x.to_vec();
+        let want: Vec<usize> = (1..all.len())
+            .filter(|&i| all[i].value < all[i - 1].value)
+            .collect();
+        assert_eq!(out, want);
+        assert_eq!(out, [3, 4, 8]);
+        // A staleness marker anywhere says so.
+        let stale = f64::from_bits(nunchi_model::STALE_NAN_BITS);
+        let marked = Arc::new(Block::new(vec![s(0, 1.0), s(1, stale)]));
+        let mut y = Samples::default();
+        y.push_shared(&marked, 0..1);
+        assert!(y.counter_resets(&mut out));
+        y.push(vec![s(5, stale)]);
+        assert!(!y.counter_resets(&mut out));
+        let mut z = Samples::default();
+        z.push_shared(&marked, 0..2);
+        assert!(!z.counter_resets(&mut out));
     }
 }

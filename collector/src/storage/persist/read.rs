@@ -17,9 +17,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{IN_LIST, Persist, PersistError, id_list};
-use crate::storage::Samples;
 use crate::storage::block::{self, RollupPoint};
 use crate::storage::index::{RefMap, SeriesRef};
+use crate::storage::{Block, Samples};
 
 /// Compacted blocks, decoded, so a time range read again is neither read from the database
 /// nor decompressed again (a dashboard reads the same day every refresh). Keyed by series
@@ -27,7 +27,7 @@ use crate::storage::index::{RefMap, SeriesRef};
 /// rewrote has another id and is never answered from an older one, and a cached block's
 /// bytes are not fetched at all.
 pub(super) struct DecodedBlocks {
-    cache: moka::sync::Cache<BlockKey, Arc<[Sample]>>,
+    cache: moka::sync::Cache<BlockKey, Arc<Block>>,
 }
 
 /// A block: its series and `block_id`.
@@ -38,9 +38,7 @@ impl DecodedBlocks {
         (max_bytes > 0).then(|| DecodedBlocks {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|_, d: &Arc<[Sample]>| {
-                    u32::try_from(d.len() * size_of::<Sample>() + 64).unwrap_or(u32::MAX)
-                })
+                .weigher(|_, d: &Arc<Block>| u32::try_from(d.weight()).unwrap_or(u32::MAX))
                 .build(),
         })
     }
@@ -107,8 +105,8 @@ impl Listings {
 
 /// One chunk row of a raw read, in the order the rows were listed.
 enum Piece {
-    /// A block's samples, decoded (from the cache, or fetched and decoded for it).
-    Decoded(Arc<[Sample]>),
+    /// A block, decoded (from the cache, or fetched and decoded for it).
+    Decoded(Arc<Block>),
     /// A chunk's encoded bytes.
     Encoded(Vec<u8>),
     /// A block not in the cache, to be fetched by its id.
@@ -140,7 +138,7 @@ fn assemble(
     let mut out = Samples::default();
     for p in pieces {
         match p {
-            Piece::Decoded(d) => out.push_shared(d, in_range(d)),
+            Piece::Decoded(d) => out.push_shared(d, in_range(d.samples())),
             Piece::Encoded(data) => {
                 let mut decoded = Vec::new();
                 block::decode_raw(data, mint, maxt, &mut decoded)
@@ -431,7 +429,7 @@ impl Persist {
     async fn fetch_blocks(
         &self,
         wanted: &[(i64, i64)],
-    ) -> Result<HashMap<BlockKey, Arc<[Sample]>>, PersistError> {
+    ) -> Result<HashMap<BlockKey, Arc<Block>>, PersistError> {
         let reads = wanted.chunks(IN_LIST).map(|part| {
             let mut series: Vec<SeriesRef> = part.iter().map(|(s, _)| *s as SeriesRef).collect();
             series.dedup();
@@ -449,7 +447,7 @@ impl Persist {
                 fetched.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
             }
         }
-        let decoded: Vec<(BlockKey, Arc<[Sample]>)> = fetched
+        let decoded: Vec<(BlockKey, Arc<Block>)> = fetched
             .par_iter()
             .map(|(id, b, data)| {
                 let mut samples = Vec::new();
@@ -459,7 +457,7 @@ impl Persist {
                         source,
                     }
                 })?;
-                Ok(((*id, *b), Arc::from(samples)))
+                Ok(((*id, *b), Arc::new(Block::new(samples))))
             })
             .collect::<Result<_, PersistError>>()?;
         if let Some(cache) = &self.decoded {
