@@ -655,40 +655,81 @@ pub(crate) fn extrapolate(
     range_ms: i64,
 ) -> f64 {
     let (first, last) = (e.first, e.last);
-    let to_start = first.timestamp_ms - range_start;
-    let to_end = range_end - last.timestamp_ms;
-    let sampled = last.timestamp_ms - first.timestamp_ms;
-    let exact = || extrapolate_exact(e, range_start, range_end, counter, per_second, range_ms);
-    // Both ends within the threshold: to_start < 1.1 * sampled / (n - 1), exactly as
-    // 10 * to_start * (n - 1) < 11 * sampled, with a margin of 2^-40 for Prometheus'
-    // rounding. Products too large for an i64 are left to the exact path.
-    let threshold = sampled.saturating_mul(11);
-    let margin = threshold >> 40;
-    let clear = (e.n as i64 - 1)
-        .checked_mul(10)
-        .and_then(|n| to_start.max(to_end).checked_mul(n))
-        .is_some_and(|near| near + margin < threshold);
-    if !clear || threshold == i64::MAX {
-        return exact();
+    Extrapolation::new(
+        first.timestamp_ms - range_start,
+        range_end - last.timestamp_ms,
+        last.timestamp_ms - first.timestamp_ms,
+        e.n,
+        per_second,
+        range_ms,
+    )
+    .and_then(|x| x.apply(first.value, e.change, counter))
+    .unwrap_or_else(|| extrapolate_exact(e, range_start, range_end, counter, per_second, range_ms))
+}
+
+/// What [`extrapolate`] makes of a window's sample times alone: windows whose first and
+/// last samples lie as far from its ends share it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Extrapolation {
+    to_start: f64,
+    sampled: f64,
+    /// What the change is multiplied by.
+    factor: f64,
+}
+
+impl Extrapolation {
+    /// For a window of `n` samples, the first `to_start` ms after its start, the last
+    /// `to_end` ms before its end, `sampled` ms apart; `None` where Prometheus' arithmetic
+    /// must decide ([`extrapolate_exact`]).
+    #[inline(always)]
+    pub(crate) fn new(
+        to_start: i64,
+        to_end: i64,
+        sampled: i64,
+        n: usize,
+        per_second: bool,
+        range_ms: i64,
+    ) -> Option<Extrapolation> {
+        // Both ends within the threshold: to_start < 1.1 * sampled / (n - 1), exactly as
+        // 10 * to_start * (n - 1) < 11 * sampled, with a margin of 2^-40 for Prometheus'
+        // rounding. Products too large for an i64 are left to the exact path.
+        let threshold = sampled.saturating_mul(11);
+        let margin = threshold >> 40;
+        let clear = (n as i64 - 1)
+            .checked_mul(10)
+            .and_then(|n| to_start.max(to_end).checked_mul(n))
+            .is_some_and(|near| near + margin < threshold);
+        if !clear || threshold == i64::MAX {
+            return None;
+        }
+        let (to_start, to_end, sampled) = (to_start as f64, to_end as f64, sampled as f64);
+        let interval = sampled + to_start + to_end;
+        let scale = if per_second {
+            sampled * (range_ms as f64 / 1000.0)
+        } else {
+            sampled
+        };
+        Some(Extrapolation {
+            to_start,
+            sampled,
+            factor: interval / scale,
+        })
     }
-    let (to_start, to_end, sampled) = (to_start as f64, to_end as f64, sampled as f64);
-    // The counter would reach zero after the window starts, to_zero < to_start, unless
-    // sampled * first > to_start * change clearly (both sides are not negative here): by
-    // more than the 1e-9 relative margin that covers Prometheus' rounding.
-    if counter
-        && e.change > 0.0
-        && first.value >= 0.0
-        && !(sampled * first.value * (1.0 - 1e-9) > to_start * e.change)
-    {
-        return exact();
+
+    /// The window's change extrapolated, from its first value and its change; `None`
+    /// where Prometheus' arithmetic must decide.
+    #[inline(always)]
+    pub(crate) fn apply(&self, first: f64, change: f64, counter: bool) -> Option<f64> {
+        // The counter would reach zero after the window starts, to_zero < to_start, unless
+        // it clearly reached it before: sampled * first > to_start * change (both sides are
+        // not negative here) by more than the 1e-9 relative margin that covers Prometheus'
+        // rounding.
+        let clearly_before = self.sampled * first * (1.0 - 1e-9) > self.to_start * change;
+        if counter && change > 0.0 && first >= 0.0 && !clearly_before {
+            return None;
+        }
+        Some(change * self.factor)
     }
-    let interval = sampled + to_start + to_end;
-    let scale = if per_second {
-        sampled * (range_ms as f64 / 1000.0)
-    } else {
-        sampled
-    };
-    e.change * (interval / scale)
 }
 
 /// [`extrapolate`] with Prometheus' arithmetic, step by step, in seconds.

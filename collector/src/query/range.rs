@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use nunchi_model::{Labels, Sample, is_stale_nan};
 
-use crate::storage::Samples;
+use crate::storage::{Cadence, Samples};
 use promql_parser::parser::token::{
     T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM, TokenId,
 };
@@ -23,7 +23,8 @@ use rayon::prelude::*;
 use super::aggregate::{Acc, group_labels};
 use super::binary::{apply, drops_name, is_comparison};
 use super::functions::{
-    Edges, extrapolate, extrapolated_rate_scan, is_window_function, keeps_name, window_value,
+    Edges, Extrapolation, extrapolate, extrapolate_exact, extrapolated_rate_scan,
+    is_window_function, keeps_name, window_value,
 };
 use super::value::drop_name;
 use super::{Loaded, LoadedSeries, offset_ms};
@@ -350,6 +351,22 @@ impl Cursor {
     }
 }
 
+/// How many steps ahead of the window's end [`Window::stretch`] has the samples loaded:
+/// its loop reads little else, so it would otherwise wait on memory at every step.
+const PREFETCH_STEPS: usize = 48;
+
+/// Asks the CPU to start loading the cache line at `p` (on x86-64; elsewhere nothing).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing and faults at no address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Copies the samples at positions `at` of `runs` into `out`.
 fn gather(runs: &Samples, at: std::ops::Range<usize>, out: &mut Vec<Sample>) {
     out.clear();
@@ -420,7 +437,8 @@ impl<'a> Window<'a> {
     /// The series' counter resets are listed first (decoded blocks know theirs). Windows
     /// without one (nearly all) need nothing but their two ends: their change is `last -
     /// first`. The few with a reset are gathered and scanned; a series with staleness
-    /// markers goes the general way.
+    /// markers goes the general way. Where the windows lie in a block of exact cadence,
+    /// [`Window::stretch`] takes many steps at once.
     fn counter_rates(&self, s: &LoadedSeries, x: &mut Scratch, values: &mut Vec<Option<f64>>) {
         let (range, steps) = (self.range, self.steps);
         let per_second = self.name == "rate";
@@ -428,16 +446,34 @@ impl<'a> Window<'a> {
             return self.values(s, x, values);
         }
         let runs: Vec<&[Sample]> = s.runs.parts().collect();
+        let cadences: Vec<Option<Cadence>> = s.runs.cadenced_parts().map(|(_, c)| c).collect();
         let (mut a, mut b) = (Cursor::default(), Cursor::default());
         // Resets at or before the window's first sample.
         let mut passed = 0;
-        for i in 0..steps.n {
+        let mut i = 0;
+        while i < steps.n {
             let end = steps.at(i) - self.off;
             a.seek(&runs, end - range);
             b.seek(&runs, end + 1);
             let n = b.pos - a.pos;
             if n < 2 {
                 values.push(None);
+                i += 1;
+                continue;
+            }
+            if let Some(c) = cadences[a.run]
+                && let Some(taken) = self.stretch(
+                    s,
+                    &runs,
+                    c,
+                    (&mut a, &mut b),
+                    (i, end),
+                    x,
+                    &mut passed,
+                    values,
+                )
+            {
+                i += taken;
                 continue;
             }
             while x.resets.get(passed).is_some_and(|&r| r <= a.pos) {
@@ -456,7 +492,83 @@ impl<'a> Window<'a> {
                 };
                 Some(extrapolate(e, end - range, end, true, per_second, range))
             });
+            i += 1;
         }
+    }
+
+    /// `rate` or `increase` at steps `i..`, as many as have their window inside the run of
+    /// exact cadence `c` that holds step `i`'s (found by the cursors `a` and `b`): `None`
+    /// when there are none such. The windows are then a whole number of samples apart,
+    /// their first and last samples lie as far from their ends every step, and so each
+    /// needs only its two values read and its change scaled by one factor. Leaves the
+    /// cursors at the last step taken; `passed` counts the resets before its window.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn stretch(
+        &self,
+        s: &LoadedSeries,
+        runs: &[&[Sample]],
+        c: Cadence,
+        (a, b): (&mut Cursor, &mut Cursor),
+        (i, end): (usize, i64),
+        x: &mut Scratch,
+        passed: &mut usize,
+        values: &mut Vec<Option<f64>>,
+    ) -> Option<usize> {
+        let (range, step, per_second) = (self.range, self.steps.step, self.name == "rate");
+        let run = runs[a.run];
+        // The window's first sample is not its run's first, so the sample before it, one
+        // interval earlier, stays before the window however far it moves; its last is
+        // followed by another of the run.
+        if b.run != a.run || a.at == 0 || step % c.interval != 0 {
+            return None;
+        }
+        let stride = (step / c.interval) as usize;
+        let taken = ((run.len() - 1 - b.at) / stride + 1).min(self.steps.n - i);
+        let n = b.at - a.at;
+        let (first, last) = (run[a.at].timestamp_ms, run[b.at - 1].timestamp_ms);
+        let shape = Extrapolation::new(
+            first - (end - range),
+            end - last,
+            last - first,
+            n,
+            per_second,
+            range,
+        )?;
+        let base = a.pos - a.at;
+        for j in 0..taken {
+            let (pa, pb) = (a.at + j * stride, b.at + j * stride);
+            prefetch(run.as_ptr().wrapping_add(pb + PREFETCH_STEPS * stride));
+            let end = end + j as i64 * step;
+            while x.resets.get(*passed).is_some_and(|&r| r <= base + pa) {
+                *passed += 1;
+            }
+            values.push(if x.resets.get(*passed).is_some_and(|&r| r < base + pb) {
+                gather(&s.runs, base + pa..base + pb, &mut x.joined);
+                extrapolated_rate_scan(&x.joined, end - range, end, true, per_second, range, true)
+            } else {
+                let (first, last) = (run[pa], run[pb - 1]);
+                let change = last.value - first.value;
+                Some(shape.apply(first.value, change, true).unwrap_or_else(|| {
+                    let e = Edges {
+                        first,
+                        last,
+                        n,
+                        change,
+                    };
+                    extrapolate_exact(e, end - range, end, true, per_second, range)
+                }))
+            });
+        }
+        let moved = (taken - 1) * stride;
+        for cursor in [a, b] {
+            cursor.at += moved;
+            cursor.pos += moved;
+            if taken > 1 {
+                cursor.stride = stride;
+            }
+        }
+        Some(taken)
     }
 
     /// Any other window function at every step.
@@ -806,6 +918,81 @@ mod tests {
         let mut loaded = Loaded::new();
         loaded.insert(vs as *const _ as usize, all);
         (e, loaded)
+    }
+
+    #[test]
+    fn steps_taken_in_stretches_equal_those_taken_one_by_one() {
+        let mut g = Gen(0x51_7cc1_b727_220a);
+        let mut stretched = 0;
+        for round in 0..400 {
+            // A counter of exact cadence with some resets, in blocks with gaps between
+            // some of them, and a last run of its own as the head gives.
+            let interval = [1_000, 10_000, 15_000][g.next(3) as usize];
+            let mut runs = Samples::default();
+            let mut all = Vec::new();
+            let (mut t, mut v) = (g.next(100_000) as i64, g.next(1_000) as f64);
+            for block in 0..1 + g.next(5) {
+                let mut samples = Vec::new();
+                for _ in 0..1 + g.next(300) {
+                    v = if g.next(200) == 0 {
+                        g.next(10) as f64
+                    } else {
+                        v + g.next(1_000) as f64 / 8.0
+                    };
+                    samples.push(Sample {
+                        timestamp_ms: t,
+                        value: v,
+                    });
+                    t += interval;
+                }
+                all.extend_from_slice(&samples);
+                if block > 0 && g.next(4) == 0 {
+                    runs.push(samples);
+                } else {
+                    runs.push_shared(&Arc::new(Block::new(samples.clone())), 0..samples.len());
+                }
+                if g.next(3) == 0 {
+                    t += interval * g.next(40) as i64 + g.next(interval as u64) as i64;
+                }
+            }
+            let steps = Steps {
+                start: g.next(400_000) as i64 - 100_000,
+                step: if g.next(4) == 0 {
+                    1 + g.next(90_000) as i64
+                } else {
+                    interval * (1 + g.next(8) as i64)
+                },
+                n: 1 + g.next(400) as usize,
+            };
+            let range = if g.next(2) == 0 {
+                interval * (1 + g.next(30) as i64)
+            } else {
+                1 + g.next(600_000) as i64
+            };
+            let off = g.next(60_000) as i64 - 20_000;
+            let labels = Labels::from_pairs([("__name__", "c")]);
+            let shared = LoadedSeries::new(labels.clone(), runs, None);
+            let plain = LoadedSeries::new(labels, Samples::from(all), None);
+            for name in ["rate", "increase"] {
+                let w = Window {
+                    name,
+                    off,
+                    range,
+                    keep: false,
+                    counter_rate: true,
+                    steps: &steps,
+                };
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                w.series_values(&shared, &mut Scratch::default(), &mut got);
+                w.series_values(&plain, &mut Scratch::default(), &mut want);
+                let bits = |v: &[Option<f64>]| -> Vec<Option<u64>> {
+                    v.iter().map(|x| x.map(f64::to_bits)).collect()
+                };
+                assert_eq!(bits(&got), bits(&want), "round {round}, {name}");
+                stretched += got.iter().filter(|v| v.is_some()).count();
+            }
+        }
+        assert!(stretched > 10_000);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use promql_parser::label::Matcher;
 pub use block::RollupPoint;
 pub use head::{AppendOutcome, FlushBatch, Head};
 pub use index::SeriesRef;
-pub use samples::{Block, Samples};
+pub use samples::{Block, Cadence, Samples};
 
 use persist::{Persist, PersistError};
 use wal::{Wal, WalError};
