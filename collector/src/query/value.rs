@@ -280,6 +280,7 @@ pub fn write_matrix_parts(
         .min(points / PARALLEL_MIN_POINTS + 1)
         .min(series.len().max(1));
     let size = series.len().div_ceil(parts).max(1);
+    let times = TimeTexts::of(series);
     type Part<'a> = &'a [(Labels, Vec<(i64, f64)>)];
     let write = |(k, part): (usize, Part<'_>)| {
         // Sized up front: a buffer grown to megabytes is copied over and over.
@@ -294,7 +295,7 @@ pub fn write_matrix_parts(
             if i > 0 {
                 buf.push(b',');
             }
-            write_matrix_item(l, p, &mut buf)?;
+            write_matrix_item(l, p, &times, &mut buf)?;
         }
         Ok::<_, serde_json::Error>(buf)
     };
@@ -313,30 +314,123 @@ pub fn write_matrix_parts(
     Ok(out)
 }
 
+/// The text that opens a point, `[<time>,"`, of every time on a range answer's step grid,
+/// written once for all its series: an answer repeats the same times in every series.
+struct TimeTexts {
+    first: i64,
+    step: i64,
+    texts: Vec<TimeText>,
+}
+
+/// One opening text, in a fixed-size buffer so that it is copied without a call.
+#[derive(Clone, Copy)]
+struct TimeText {
+    bytes: [u8; TIME_TEXT],
+    len: u8,
+}
+
+/// Room for `[`, a time in seconds (at most 21 characters) and `,"`.
+const TIME_TEXT: usize = 32;
+
+/// Most grid times [`TimeTexts`] writes ahead: twice Prometheus' limit of points per series.
+const MAX_TIME_TEXTS: i64 = 22_000;
+
+impl TimeTexts {
+    /// The grid of `series`: from their earliest point to their latest, by the smallest
+    /// gap between a series' first two points. Empty where that would be too many.
+    fn of(series: &[(Labels, Vec<(i64, f64)>)]) -> TimeTexts {
+        let first = series
+            .iter()
+            .filter_map(|(_, p)| p.first())
+            .map(|p| p.0)
+            .min();
+        let last = series
+            .iter()
+            .filter_map(|(_, p)| p.last())
+            .map(|p| p.0)
+            .max();
+        let step = series
+            .iter()
+            .filter_map(|(_, p)| Some(p.get(1)?.0 - p.first()?.0))
+            .min();
+        let mut texts = Vec::new();
+        if let (Some(first), Some(last), Some(step)) = (first, last, step)
+            && step > 0
+            && (last - first) / step < MAX_TIME_TEXTS
+        {
+            let mut t = first;
+            while t <= last {
+                let mut text = Vec::with_capacity(TIME_TEXT);
+                text.push(b'[');
+                write_seconds(t, &mut text);
+                text.extend_from_slice(b",\"");
+                let mut bytes = [0; TIME_TEXT];
+                bytes[..text.len()].copy_from_slice(&text);
+                texts.push(TimeText {
+                    bytes,
+                    len: text.len() as u8,
+                });
+                t += step;
+            }
+        }
+        TimeTexts {
+            first: first.unwrap_or(0),
+            step: step.unwrap_or(1).max(1),
+            texts,
+        }
+    }
+
+    /// Appends the opening of a point at `t`. `at` is the grid position a series' points
+    /// have reached: they are in time order, so it only moves forward.
+    #[inline]
+    fn push(&self, t: i64, at: &mut usize, buf: &mut Vec<u8>) {
+        while *at < self.texts.len() && self.first + (*at as i64) * self.step < t {
+            *at += 1;
+        }
+        match self.texts.get(*at) {
+            Some(text) if self.first + (*at as i64) * self.step == t => {
+                buf.extend_from_slice(&text.bytes);
+                buf.truncate(buf.len() - TIME_TEXT + usize::from(text.len));
+            }
+            _ => {
+                buf.push(b'[');
+                write_seconds(t, buf);
+                buf.extend_from_slice(b",\"");
+            }
+        }
+    }
+}
+
+/// Appends `t` (ms) in seconds, as `Seconds` serializes it.
+fn write_seconds(t: i64, buf: &mut Vec<u8>) {
+    if t % 1000 == 0 {
+        buf.extend_from_slice(itoa::Buffer::new().format(t / 1000).as_bytes());
+    } else {
+        buf.extend_from_slice(
+            zmij::Buffer::new()
+                .format_finite(t as f64 / 1000.0)
+                .as_bytes(),
+        );
+    }
+}
+
 /// One series of a matrix, as `MatrixItem` serializes it. The points are written straight
 /// into `buf`: their text never needs escaping, and an answer can hold millions.
 fn write_matrix_item(
     labels: &Labels,
     points: &[(i64, f64)],
+    times: &TimeTexts,
     buf: &mut Vec<u8>,
 ) -> Result<(), serde_json::Error> {
     buf.extend_from_slice(br#"{"metric":"#);
     serde_json::to_writer(&mut *buf, &Metric(labels))?;
     buf.extend_from_slice(br#","values":["#);
-    let mut int = itoa::Buffer::new();
-    let mut float = zmij::Buffer::new();
+    let mut at = 0;
     for (i, &(t, v)) in points.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        buf.push(b'[');
-        // As `Seconds` serializes.
-        if t % 1000 == 0 {
-            buf.extend_from_slice(int.format(t / 1000).as_bytes());
-        } else {
-            buf.extend_from_slice(float.format_finite(t as f64 / 1000.0).as_bytes());
-        }
-        buf.extend_from_slice(b",\"");
+        times.push(t, &mut at, buf);
         push_value(buf, v);
         buf.extend_from_slice(b"\"]");
     }
@@ -499,6 +593,31 @@ mod tests {
                 )
             })
             .collect();
+        // On a step grid, with gaps, a series that starts late, and points off the grid.
+        let gaps: Vec<(Labels, Vec<(i64, f64)>)> = vec![
+            (
+                Labels::from_pairs([("i", "a")]),
+                vec![(10_000, 1.0), (70_000, 2.0), (190_000, 3.5)],
+            ),
+            (
+                Labels::from_pairs([("i", "b")]),
+                vec![
+                    (130_000, 4.0),
+                    (250_000, -5.0),
+                    (250_500, 6.0),
+                    (310_000, 7.0),
+                ],
+            ),
+        ];
+        let mut out = Vec::new();
+        write_matrix_response(&gaps, &mut out).expect("write");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out).expect("valid JSON"),
+            serde_json::json!({
+                "status": "success",
+                "data": serde_json::to_value(QueryResult::Matrix(gaps)).expect("json"),
+            })
+        );
         let mut out = Vec::new();
         write_matrix_response(&big, &mut out).expect("write");
         let whole = serde_json::json!({
