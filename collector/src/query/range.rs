@@ -604,17 +604,41 @@ impl<'a> Window<'a> {
 /// `max`, `group`), step by step.
 #[inline]
 fn combine_all(op: TokenId, acc: &mut [f64], seen: &mut [bool], values: &[Option<f64>]) {
+    // One loop per operation: the choice is made once, not at every step.
+    match op {
+        T_SUM => combine_with(acc, seen, values, |acc, v, _| acc + v),
+        T_COUNT => combine_with(acc, seen, values, |acc, _, _| acc + 1.0),
+        T_GROUP => combine_with(acc, seen, values, |_, _, _| 1.0),
+        // NaN gives way to any number, as in Prometheus.
+        T_MIN => combine_with(acc, seen, values, |acc, v, seen| {
+            if seen && !(v < acc || acc.is_nan()) {
+                acc
+            } else {
+                v
+            }
+        }),
+        T_MAX => combine_with(acc, seen, values, |acc, v, seen| {
+            if seen && !(v > acc || acc.is_nan()) {
+                acc
+            } else {
+                v
+            }
+        }),
+        _ => combine_with(acc, seen, values, |_, v, _| v),
+    }
+}
+
+/// [`combine_all`] with `f(accumulated, value, seen before)`.
+#[inline(always)]
+fn combine_with(
+    acc: &mut [f64],
+    seen: &mut [bool],
+    values: &[Option<f64>],
+    f: impl Fn(f64, f64, bool) -> f64,
+) {
     for ((acc, seen), v) in acc.iter_mut().zip(seen.iter_mut()).zip(values) {
         let Some(v) = *v else { continue };
-        *acc = match op {
-            T_SUM => *acc + v,
-            T_COUNT => *acc + 1.0,
-            T_GROUP => 1.0,
-            // NaN gives way to any number, as in Prometheus.
-            T_MIN if *seen && !(v < *acc || acc.is_nan()) => *acc,
-            T_MAX if *seen && !(v > *acc || acc.is_nan()) => *acc,
-            _ => v,
-        };
+        *acc = f(*acc, v, *seen);
         *seen = true;
     }
 }
