@@ -27,7 +27,7 @@ use crate::storage::{Block, Samples};
 /// rewrote has another id and is never answered from an older one, and a cached block's
 /// bytes are not fetched at all.
 pub(super) struct DecodedBlocks {
-    cache: moka::sync::Cache<BlockKey, Arc<Block>>,
+    cache: moka::sync::Cache<BlockKey, Arc<Block>, rustc_hash::FxBuildHasher>,
 }
 
 /// A block: its series and `block_id`.
@@ -39,7 +39,7 @@ impl DecodedBlocks {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_, d: &Arc<Block>| u32::try_from(d.weight()).unwrap_or(u32::MAX))
-                .build(),
+                .build_with_hasher(rustc_hash::FxBuildHasher),
         })
     }
 }
@@ -342,23 +342,26 @@ impl Persist {
             kept.extend(read);
         }
         let cache = self.decoded.as_ref();
-        Ok(kept
-            .into_iter()
-            .filter_map(|(id, listing)| {
-                let pieces: Vec<Piece> = listing
-                    .iter()
-                    .filter(|c| c.max_t >= mint && c.min_t <= maxt)
-                    .map(|c| match (c.level, c.block) {
-                        (1.., Some(b)) => match cache.and_then(|d| d.cache.get(&(id, b))) {
-                            Some(d) => Piece::Decoded(d),
-                            None => Piece::Missing(b),
-                        },
-                        _ => Piece::Unfetched,
-                    })
-                    .collect();
-                (!pieces.is_empty()).then_some((id, pieces))
-            })
-            .collect())
+        let pieces = |(id, listing): (i64, Arc<[Listed]>)| {
+            let pieces: Vec<Piece> = listing
+                .iter()
+                .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+                .map(|c| match (c.level, c.block) {
+                    (1.., Some(b)) => match cache.and_then(|d| d.cache.get(&(id, b))) {
+                        Some(d) => Piece::Decoded(d),
+                        None => Piece::Missing(b),
+                    },
+                    _ => Piece::Unfetched,
+                })
+                .collect();
+            (!pieces.is_empty()).then_some((id, pieces))
+        };
+        // A dashboard's day of 1,000 series is 5,000 cache lookups: on every core.
+        Ok(if kept.len() < 64 {
+            kept.into_iter().filter_map(pieces).collect()
+        } else {
+            kept.into_par_iter().filter_map(pieces).collect()
+        })
     }
 
     /// Fetches what `listed` lacks: blocks by id (decoded and cached), other chunks by
