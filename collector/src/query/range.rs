@@ -445,8 +445,8 @@ impl<'a> Window<'a> {
         if !s.runs.counter_resets(&mut x.resets) {
             return self.values(s, x, values);
         }
-        let runs: Vec<&[Sample]> = s.runs.parts().collect();
-        let cadences: Vec<Option<Cadence>> = s.runs.cadenced_parts().map(|(_, c)| c).collect();
+        let (runs, cadences): (Vec<&[Sample]>, Vec<Option<Cadence>>) =
+            s.runs.cadenced_parts().unzip();
         let (mut a, mut b) = (Cursor::default(), Cursor::default());
         // Resets at or before the window's first sample.
         let mut passed = 0;
@@ -476,22 +476,19 @@ impl<'a> Window<'a> {
                 i += taken;
                 continue;
             }
-            while x.resets.get(passed).is_some_and(|&r| r <= a.pos) {
-                passed += 1;
-            }
-            values.push(if x.resets.get(passed).is_some_and(|&r| r < b.pos) {
-                gather(&s.runs, a.pos..b.pos, &mut x.joined);
-                extrapolated_rate_scan(&x.joined, end - range, end, true, per_second, range, true)
-            } else {
-                let (first, last) = (a.sample(&runs), b.before(&runs));
-                let e = Edges {
-                    first,
-                    last,
-                    n,
-                    change: last.value - first.value,
-                };
-                Some(extrapolate(e, end - range, end, true, per_second, range))
-            });
+            let v = self
+                .across_reset(s, x, &mut passed, a.pos..b.pos, end)
+                .unwrap_or_else(|| {
+                    let (first, last) = (a.sample(&runs), b.before(&runs));
+                    let e = Edges {
+                        first,
+                        last,
+                        n,
+                        change: last.value - first.value,
+                    };
+                    Some(extrapolate(e, end - range, end, true, per_second, range))
+                });
+            values.push(v);
             i += 1;
         }
     }
@@ -540,25 +537,22 @@ impl<'a> Window<'a> {
             let (pa, pb) = (a.at + j * stride, b.at + j * stride);
             prefetch(run.as_ptr().wrapping_add(pb + PREFETCH_STEPS * stride));
             let end = end + j as i64 * step;
-            while x.resets.get(*passed).is_some_and(|&r| r <= base + pa) {
-                *passed += 1;
-            }
-            values.push(if x.resets.get(*passed).is_some_and(|&r| r < base + pb) {
-                gather(&s.runs, base + pa..base + pb, &mut x.joined);
-                extrapolated_rate_scan(&x.joined, end - range, end, true, per_second, range, true)
-            } else {
-                let (first, last) = (run[pa], run[pb - 1]);
-                let change = last.value - first.value;
-                Some(shape.apply(first.value, change, true).unwrap_or_else(|| {
-                    let e = Edges {
-                        first,
-                        last,
-                        n,
-                        change,
-                    };
-                    extrapolate_exact(e, end - range, end, true, per_second, range)
-                }))
-            });
+            let v = self
+                .across_reset(s, x, passed, base + pa..base + pb, end)
+                .unwrap_or_else(|| {
+                    let (first, last) = (run[pa], run[pb - 1]);
+                    let change = last.value - first.value;
+                    Some(shape.apply(first.value, change, true).unwrap_or_else(|| {
+                        let e = Edges {
+                            first,
+                            last,
+                            n,
+                            change,
+                        };
+                        extrapolate_exact(e, end - range, end, true, per_second, range)
+                    }))
+                });
+            values.push(v);
         }
         let moved = (taken - 1) * stride;
         for cursor in [a, b] {
@@ -569,6 +563,37 @@ impl<'a> Window<'a> {
             }
         }
         Some(taken)
+    }
+
+    /// `rate` or `increase` of the window of samples at positions `at`, ending at `end`,
+    /// read in full when a counter reset lies inside it; `None` when none does, and its
+    /// two ends decide. Moves `passed` past the resets at or before its first sample.
+    #[inline(always)]
+    fn across_reset(
+        &self,
+        s: &LoadedSeries,
+        x: &mut Scratch,
+        passed: &mut usize,
+        at: std::ops::Range<usize>,
+        end: i64,
+    ) -> Option<Option<f64>> {
+        while x.resets.get(*passed).is_some_and(|&r| r <= at.start) {
+            *passed += 1;
+        }
+        if x.resets.get(*passed).is_none_or(|&r| r >= at.end) {
+            return None;
+        }
+        gather(&s.runs, at, &mut x.joined);
+        let (range, per_second) = (self.range, self.name == "rate");
+        Some(extrapolated_rate_scan(
+            &x.joined,
+            end - range,
+            end,
+            true,
+            per_second,
+            range,
+            true,
+        ))
     }
 
     /// Any other window function at every step.

@@ -359,8 +359,9 @@ impl TimeTexts {
             && (last - first) / step < MAX_TIME_TEXTS
         {
             let mut t = first;
+            let mut text = Vec::with_capacity(TIME_TEXT);
             while t <= last {
-                let mut text = Vec::with_capacity(TIME_TEXT);
+                text.clear();
                 text.push(b'[');
                 write_seconds(t, &mut text);
                 text.extend_from_slice(b",\"");
