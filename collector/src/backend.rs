@@ -8,6 +8,7 @@ use nunchi_codec::remote_write::{self, WriteRequest};
 use nunchi_model::Series;
 
 use crate::query::cache::{CacheOptions, ResultCache};
+use crate::query::gate::{Lane, QueryGate};
 use crate::query::{Engine, QueryError, QueryLimits, QueryResult};
 use crate::remote::{ForwardError, Remote};
 use crate::storage::{Storage, StorageError, canonicalize};
@@ -26,29 +27,39 @@ pub enum BackendError {
 /// The series store.
 #[derive(Clone)]
 pub enum Backend {
-    /// Embedded storage, with the cache of range query answers computed from it.
-    Local(Arc<Storage>, Arc<ResultCache>),
+    /// Embedded storage, with the cache of range query answers computed from it and the
+    /// gate its queries pass.
+    Local(Arc<Storage>, Arc<ResultCache>, Arc<QueryGate>),
     /// A remote Prometheus-compatible TSDB.
     Remote(Arc<Remote>),
 }
 
 impl Backend {
     /// The embedded storage, with a result cache set up by `opts` that the storage tells
-    /// of changes.
+    /// of changes, and queries admitted by `gate`.
     pub fn local(
         storage: Arc<Storage>,
         opts: CacheOptions,
+        gate: Arc<QueryGate>,
         registry: &prometheus::Registry,
     ) -> Result<Backend, prometheus::Error> {
         let cache = ResultCache::new(opts, registry)?;
         storage.observe(cache.clone());
-        Ok(Backend::Local(storage, cache))
+        Ok(Backend::Local(storage, cache, gate))
     }
 
     /// The embedded storage, if that is the mode.
     pub fn storage(&self) -> Option<&Arc<Storage>> {
         match self {
-            Backend::Local(s, _) => Some(s),
+            Backend::Local(s, _, _) => Some(s),
+            Backend::Remote(_) => None,
+        }
+    }
+
+    /// The gate of the embedded storage's queries, if that is the mode.
+    pub fn gate(&self) -> Option<&Arc<QueryGate>> {
+        match self {
+            Backend::Local(_, _, g) => Some(g),
             Backend::Remote(_) => None,
         }
     }
@@ -61,15 +72,19 @@ impl Backend {
         limits: QueryLimits,
     ) -> Result<QueryResult, QueryError> {
         match self {
-            Backend::Local(s, _) => {
-                let expr = crate::query::parse(query)?;
-                Engine::new(s.as_ref(), limits).instant(&expr, t).await
+            Backend::Local(s, _, gate) => {
+                let expr = crate::query::parse_with(query, &limits.text)?;
+                Engine::new(s.as_ref(), limits)
+                    .gated(gate.clone(), Lane::Client)
+                    .instant(&expr, t)
+                    .await
             }
             Backend::Remote(r) => timed(limits, r.instant(query, t)).await,
         }
     }
 
-    /// Evaluates a parsed expression (`text` is the same, for remote mode) at `t` (ms).
+    /// Evaluates a parsed expression (`text` is the same, for remote mode) at `t` (ms), for
+    /// rule evaluation: it waits for no client query.
     pub async fn instant_expr(
         &self,
         expr: &promql_parser::parser::Expr,
@@ -78,7 +93,12 @@ impl Backend {
         limits: QueryLimits,
     ) -> Result<QueryResult, QueryError> {
         match self {
-            Backend::Local(s, _) => Engine::new(s.as_ref(), limits).instant(expr, t).await,
+            Backend::Local(s, _, gate) => {
+                Engine::new(s.as_ref(), limits)
+                    .gated(gate.clone(), Lane::Rules)
+                    .instant(expr, t)
+                    .await
+            }
             Backend::Remote(r) => timed(limits, r.instant(text, t)).await,
         }
     }
@@ -93,9 +113,9 @@ impl Backend {
         nocache: bool,
     ) -> Result<QueryResult, QueryError> {
         match self {
-            Backend::Local(s, cache) => {
-                let expr = crate::query::parse(query)?;
-                let engine = Engine::new(s.as_ref(), limits);
+            Backend::Local(s, cache, gate) => {
+                let expr = crate::query::parse_with(query, &limits.text)?;
+                let engine = Engine::new(s.as_ref(), limits).gated(gate.clone(), Lane::Client);
                 cache
                     .range(&engine, &expr, query, start, end, step, nocache)
                     .await
@@ -107,7 +127,7 @@ impl Backend {
     /// Stores series produced inside the collector.
     pub async fn write_series(&self, series: &[Series]) -> Result<u64, BackendError> {
         match self {
-            Backend::Local(s, _) => Ok(s.write_series(series).await?.appended),
+            Backend::Local(s, _, _) => Ok(s.write_series(series).await?.appended),
             Backend::Remote(r) => {
                 let mut req = WriteRequest::from_series(series);
                 canonicalize(&mut req);

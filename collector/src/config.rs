@@ -63,11 +63,23 @@ impl Default for IngestLimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    /// Most samples one query may load. Default `50000000`.
+    /// Most samples one query may hold: those it loads, plus one for every subquery step
+    /// and every sample a subquery or a range query produces, counted before they are
+    /// computed (Prometheus' `--query.max-samples`). Default `50000000`.
     pub max_samples: usize,
-    /// Longest a query may run. Default `2m`.
+    /// Longest a query may run, waiting for a slot included; evaluation checks it at every
+    /// step (Prometheus' `--query.timeout`). Default `2m`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Most client queries evaluated at once; more wait for a slot (Prometheus'
+    /// `--query.max-concurrency`). Rule evaluation does not count. Default `20`.
+    pub max_concurrency: usize,
+    /// Longest query text, in bytes; a longer one is refused before it is parsed.
+    /// Default `65536`.
+    pub max_length: usize,
+    /// Deepest expression: nested calls, parentheses, operators and ranges, bounded from
+    /// the query's tokens before it is parsed. Applies to rule files too. Default `1000`.
+    pub max_depth: usize,
     /// How far back an instant selector looks for a sample. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub lookback_delta: Duration,
@@ -89,6 +101,9 @@ impl Default for QueryConfig {
         QueryConfig {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            max_concurrency: 20,
+            max_length: 64 * 1024,
+            max_depth: 1000,
             lookback_delta: Duration::from_secs(300),
             result_cache_size: ByteSize::mib(128),
             result_cache_fresh_window: Duration::from_secs(300),
@@ -338,6 +353,18 @@ impl CollectorConfig {
                 "max_samples, timeout and lookback_delta must be above 0",
             ));
         }
+        if self.query.max_concurrency == 0 || self.query.max_concurrency > 10_000 {
+            return Err(invalid(
+                "query.max_concurrency",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.query.max_length < 16 {
+            return Err(invalid("query.max_length", "must be at least 16 bytes"));
+        }
+        if !(8..=100_000).contains(&self.query.max_depth) {
+            return Err(invalid("query.max_depth", "must be between 8 and 100000"));
+        }
         if self.query.result_cache_fresh_window.is_zero() {
             return Err(invalid(
                 "query.result_cache_fresh_window",
@@ -491,6 +518,40 @@ pub struct Cli {
     /// Directory of the dashboard's browser bundle [key: dashboard_assets] [default: BINARY_DIR/../dashboard/pkg].
     #[arg(long, env = "NUNCHI_COLLECTOR_DASHBOARD_ASSETS", value_name = "DIR")]
     pub dashboard_assets: Option<PathBuf>,
+    /// Most samples one query may hold [key: query.max_samples] [default: 50000000].
+    #[arg(
+        long = "query.max-samples",
+        env = "NUNCHI_COLLECTOR_QUERY_MAX_SAMPLES",
+        value_name = "N"
+    )]
+    pub query_max_samples: Option<usize>,
+    /// Longest a query may run [key: query.timeout] [default: 2m].
+    #[arg(long = "query.timeout", env = "NUNCHI_COLLECTOR_QUERY_TIMEOUT", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub query_timeout: Option<Duration>,
+    /// Most client queries evaluated at once [key: query.max_concurrency] [default: 20].
+    #[arg(
+        long = "query.max-concurrency",
+        env = "NUNCHI_COLLECTOR_QUERY_MAX_CONCURRENCY",
+        value_name = "N"
+    )]
+    pub query_max_concurrency: Option<usize>,
+    /// How far back an instant selector looks [key: query.lookback_delta] [default: 5m].
+    #[arg(long = "query.lookback-delta", env = "NUNCHI_COLLECTOR_QUERY_LOOKBACK_DELTA", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub query_lookback_delta: Option<Duration>,
+    /// Longest query text in bytes [key: query.max_length] [default: 65536].
+    #[arg(
+        long = "query.max-length",
+        env = "NUNCHI_COLLECTOR_QUERY_MAX_LENGTH",
+        value_name = "BYTES"
+    )]
+    pub query_max_length: Option<usize>,
+    /// Deepest expression, in levels [key: query.max_depth] [default: 1000].
+    #[arg(
+        long = "query.max-depth",
+        env = "NUNCHI_COLLECTOR_QUERY_MAX_DEPTH",
+        value_name = "N"
+    )]
+    pub query_max_depth: Option<usize>,
     /// Validate the configuration, print it as TOML and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -516,6 +577,17 @@ impl Cli {
             wal_sync,
             scrape_interval,
             evaluation_interval
+        );
+        macro_rules! take_query {
+            ($($flag:ident => $field:ident),*) => { $( if let Some(v) = self.$flag { c.query.$field = v; } )* };
+        }
+        take_query!(
+            query_max_samples => max_samples,
+            query_timeout => timeout,
+            query_max_concurrency => max_concurrency,
+            query_lookback_delta => lookback_delta,
+            query_max_length => max_length,
+            query_max_depth => max_depth
         );
         if self.alerting_config.is_some() {
             c.alerting_config = self.alerting_config.clone();

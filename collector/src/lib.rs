@@ -86,6 +86,20 @@ pub fn storage_options(c: &CollectorConfig) -> StorageOptions {
     }
 }
 
+/// Query limits from the configuration.
+pub fn query_limits(c: &CollectorConfig) -> QueryLimits {
+    QueryLimits {
+        max_samples: c.query.max_samples,
+        timeout: c.query.timeout,
+        lookback: c.query.lookback_delta,
+        text: query::TextLimits {
+            max_length: c.query.max_length,
+            max_depth: c.query.max_depth,
+        },
+        ..QueryLimits::default()
+    }
+}
+
 /// Runs the collector until `shutdown` turns true, then flushes memory to the database.
 pub async fn run(
     config: CollectorConfig,
@@ -106,16 +120,12 @@ pub async fn run(
                 max_bytes: config.query.result_cache_size.as_u64(),
                 fresh_window: config.query.result_cache_fresh_window,
             },
+            query::gate::QueryGate::new(config.query.max_concurrency),
             &registry,
         )?,
     };
     let ingest = Ingest::new(config.limits.clone(), config.tokens.clone(), &registry)?;
-    let limits = QueryLimits {
-        max_samples: config.query.max_samples,
-        timeout: config.query.timeout,
-        lookback: config.query.lookback_delta,
-        ..QueryLimits::default()
-    };
+    let limits = query_limits(&config);
     let external_url = config
         .external_url
         .clone()
@@ -183,9 +193,14 @@ pub async fn run(
     }
     let app = web::app(api::app(state), web::assets_dir(&config));
     let mut stop = shutdown.clone();
+    let gate = backend.gate().cloned();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
+            // Running queries end at their next step, so the server drains at once.
+            if let Some(g) = gate {
+                g.stop();
+            }
         })
         .await;
     if let Err(e) = served {

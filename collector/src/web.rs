@@ -58,4 +58,7 @@ pub fn app(api: Router, assets: PathBuf) -> Router {
     }
     api.clone()
         .merge(nunchi_dashboard::ssr::router(api, assets))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::api::panicked,
+        ))
 }

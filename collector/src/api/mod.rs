@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::ingest::remote_write::{Ingest, WriteError};
+use crate::query::parse::{MAX_DURATION_SECS, MAX_TIME_MS};
 use crate::query::{QueryError, QueryLimits, QueryResult};
 use crate::remote::ForwardError;
 use crate::storage::{Storage, now_ms};
@@ -99,11 +100,17 @@ impl From<QueryError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "execution")
             }
             QueryError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-            QueryError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            QueryError::Storage(_) | QueryError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
             QueryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
-        if status.is_server_error() {
-            tracing::error!(error = %e, "query failed");
+        match &e {
+            QueryError::Timeout(_) | QueryError::Unavailable(_) => {
+                tracing::warn!(error = %e, "query failed");
+            }
+            _ if status.is_server_error() => tracing::error!(error = %e, "query failed"),
+            _ => {}
         }
         ApiError {
             status,
@@ -209,6 +216,20 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/-/ready", get(ready))
         .merge(alerting::routes())
         .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
+/// The answer to a request whose handler panicked: the server stays up, the client learns
+/// it was our fault (the panic itself is in the log).
+pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; answered 500");
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "internal",
+        message: "internal error: the request failed unexpectedly (see the collector's log)"
+            .to_owned(),
+    }
+    .into_response()
 }
 
 async fn write(
@@ -347,34 +368,47 @@ impl Params {
     }
 }
 
-/// A timestamp as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339.
+/// A timestamp as Prometheus accepts it: Unix seconds (fractions allowed) or RFC 3339,
+/// within [`MAX_TIME_MS`] of the epoch (about 73 million years).
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
+    let ms = if let Ok(f) = s.parse::<f64>() {
         if !f.is_finite() {
             return Err(format!("cannot parse {s:?} to a valid timestamp"));
         }
-        return Ok((f * 1000.0).round() as i64);
+        (f * 1000.0).round()
+    } else {
+        humantime::parse_rfc3339_weak(s)
+            .map(|t| match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_millis() as f64,
+                Err(e) => -(e.duration().as_millis() as f64),
+            })
+            .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))?
+    };
+    if ms.abs() > MAX_TIME_MS as f64 {
+        return Err(format!(
+            "cannot parse {s:?} to a valid timestamp: it lies more than {} years from 1970",
+            MAX_TIME_MS / 1000 / 31_556_952
+        ));
     }
-    humantime::parse_rfc3339_weak(s)
-        .map(|t| match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
-        })
-        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+    Ok(ms as i64)
 }
 
-/// A duration as Prometheus accepts it: seconds (fractions allowed) or `1m30s` style.
+/// A duration as Prometheus accepts it: seconds (fractions allowed) or `1m30s` style, at
+/// most what a signed 64-bit count of nanoseconds holds (about 292 years).
 pub fn parse_step(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        return if f.is_finite() {
-            Ok((f * 1000.0).round() as i64)
-        } else {
-            Err(format!("cannot parse {s:?} to a valid duration"))
-        };
+    let secs = match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => f,
+        Ok(_) => return Err(format!("cannot parse {s:?} to a valid duration")),
+        Err(_) => promql_parser::util::parse_duration(s)
+            .map(|d| d.as_secs_f64())
+            .map_err(|_| format!("cannot parse {s:?} to a valid duration"))?,
+    };
+    if secs.abs() >= MAX_DURATION_SECS {
+        return Err(format!(
+            "cannot parse {s:?} to a valid duration. It overflows int64"
+        ));
     }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
+    Ok((secs * 1000.0).round() as i64)
 }
 
 fn limits_for(s: &AppState, p: &Params) -> Result<QueryLimits, ApiError> {
@@ -548,7 +582,7 @@ pub const PROMETHEUS_API_VERSION: &str = "2.42.0";
 /// The embedded storage, or the remote client in remote storage mode.
 fn local(s: &AppState) -> Result<&Arc<Storage>, &Arc<crate::remote::Remote>> {
     match &s.backend {
-        Backend::Local(st, _) => Ok(st),
+        Backend::Local(st, _, _) => Ok(st),
         Backend::Remote(r) => Err(r),
     }
 }

@@ -215,7 +215,7 @@ impl Ingest {
         canonicalize(&mut req);
         self.check_labels(&req)?;
         let storage = match backend {
-            Backend::Local(s, _) => s,
+            Backend::Local(s, _, _) => s,
             Backend::Remote(r) => {
                 // The remote keeps the series and enforces its own series limits.
                 r.forward(body).await?;

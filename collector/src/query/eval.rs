@@ -8,9 +8,14 @@
 //!
 //! Label sets are shared (`Arc`), and the label sets derived from them (the metric name
 //! dropped, a grouping) are computed once per query, not once per step.
+//!
+//! Work that grows with the query, not with the data, is bounded: every subquery step and
+//! every sample a subquery produces counts against the query's sample limit before it is
+//! computed (so `rate(x[1y:1ms])` is refused at once, not after filling memory), and the
+//! [`Cancel`] token is checked at every subquery step.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use nunchi_model::{Labels, METRIC_NAME, Sample, is_stale_nan};
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
+use super::gate::Cancel;
 use super::value::{Element, Value};
 use super::{Loaded, LoadedSeries, QueryError, at_time, selector_time};
 use crate::storage::RollupPoint;
@@ -53,7 +59,12 @@ pub struct Evaluator<'a> {
     end: i64,
     lookback: i64,
     subquery_step: i64,
-    subquery_results: RefCell<SubqueryResults>,
+    /// Kept only when steps of a range query can share them.
+    subquery_results: Option<RefCell<SubqueryResults>>,
+    cancel: Cancel,
+    /// Samples (and subquery steps) this query may still produce.
+    budget: Cell<usize>,
+    max_samples: usize,
     label_memo: RefCell<LabelMemo>,
     interned: RefCell<std::collections::HashSet<Arc<Labels>>>,
 }
@@ -65,6 +76,8 @@ impl<'a> Evaluator<'a> {
         end: i64,
         lookback: i64,
         subquery_step: i64,
+        cancel: Cancel,
+        max_samples: usize,
     ) -> Self {
         Evaluator {
             loaded,
@@ -72,10 +85,29 @@ impl<'a> Evaluator<'a> {
             end,
             lookback,
             subquery_step,
-            subquery_results: RefCell::default(),
+            subquery_results: (start < end).then(RefCell::default),
+            cancel,
+            budget: Cell::new(max_samples),
+            max_samples,
             label_memo: RefCell::default(),
             interned: RefCell::default(),
         }
+    }
+
+    /// Takes `n` from the query's sample budget.
+    pub(crate) fn spend(&self, n: usize) -> Result<(), QueryError> {
+        match self.budget.get().checked_sub(n) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(QueryError::TooManySamples(self.max_samples)),
+        }
+    }
+
+    /// `Err` once the query should stop (deadline, caller gone, collector stopping).
+    pub(crate) fn check_cancel(&self) -> Result<(), QueryError> {
+        self.cancel.check()
     }
 
     fn series(&self, vs: &VectorSelector) -> &'a [LoadedSeries] {
@@ -188,8 +220,12 @@ impl<'a> Evaluator<'a> {
     /// The inner result of a subquery at one of its steps.
     fn subquery_point(&self, sq: &SubqueryExpr, ti: i64) -> Result<Rc<Vec<Element>>, QueryError> {
         let key = (sq as *const _ as usize, ti);
-        if let Some(v) = self.subquery_results.borrow().get(&key) {
-            return Ok(v.clone());
+        if let Some(v) = self
+            .subquery_results
+            .as_ref()
+            .and_then(|r| r.borrow().get(&key).cloned())
+        {
+            return Ok(v);
         }
         let v = Rc::new(match self.eval(&sq.expr, ti)? {
             Value::Vector(v) => v,
@@ -203,7 +239,9 @@ impl<'a> Evaluator<'a> {
                 ));
             }
         });
-        self.subquery_results.borrow_mut().insert(key, v.clone());
+        if let Some(r) = &self.subquery_results {
+            r.borrow_mut().insert(key, v.clone());
+        }
         Ok(v)
     }
 
@@ -218,8 +256,14 @@ impl<'a> Evaluator<'a> {
         if ti < end - range {
             ti += step;
         }
+        // Every step costs at least one sample's worth, counted before any is computed.
+        let steps = if ti <= end { (end - ti) / step + 1 } else { 0 };
+        self.spend(usize::try_from(steps).unwrap_or(usize::MAX))?;
         while ti <= end {
-            for e in self.subquery_point(sq, ti)?.iter() {
+            self.cancel.check()?;
+            let point = self.subquery_point(sq, ti)?;
+            self.spend(point.len().saturating_sub(1))?;
+            for e in point.iter() {
                 by_labels
                     .entry(e.labels.clone())
                     .or_insert_with(|| {

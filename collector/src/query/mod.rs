@@ -5,6 +5,10 @@
 //! loaded from storage through the [`Querier`] trait, counting samples against the limit.
 //! Then the expression is evaluated at each step ([`eval`]), reading only loaded data.
 //!
+//! Evaluation runs on a thread of its own, admitted, cancelled and prioritised by the
+//! collector's [`gate::QueryGate`]; the query text is checked against [`parse::TextLimits`]
+//! before it is parsed.
+//!
 //! Long range queries (a step of at least the rollup resolution over more than
 //! [`ROLLUP_MIN_RANGE_MS`]) read rollups instead of raw samples: selectors and rate
 //! functions see each bucket's last sample, `min/max/sum/count/avg_over_time` use the
@@ -15,6 +19,8 @@ mod binary;
 pub mod cache;
 pub mod eval;
 mod functions;
+pub mod gate;
+pub mod parse;
 mod range;
 pub mod value;
 
@@ -22,9 +28,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
 use crate::storage::{RollupPoint, Samples, SelectedRollup, SelectedSeries, StorageError};
+use gate::{Cancel, Lane, QueryGate};
+pub use parse::TextLimits;
 pub use value::{Element, QueryResult, Value, format_value};
 
 /// Range queries spanning more than this may read rollups.
@@ -50,9 +58,13 @@ pub enum QueryError {
     /// Storage failed (`internal`, HTTP 500).
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
-    /// The remote storage could not answer (`unavailable`, HTTP 503).
+    /// The remote storage could not answer, or the collector is stopping (`unavailable`,
+    /// HTTP 503).
     #[error("{0}")]
     Unavailable(String),
+    /// Something failed that should not have (`internal`, HTTP 500).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Where queries read data from.
@@ -114,6 +126,8 @@ pub struct QueryLimits {
     pub max_points_per_series: i64,
     /// Step of a subquery that names none (Prometheus: the global evaluation interval).
     pub subquery_step: Duration,
+    /// Limits on the query's text.
+    pub text: TextLimits,
 }
 
 impl Default for QueryLimits {
@@ -124,6 +138,7 @@ impl Default for QueryLimits {
             lookback: Duration::from_secs(300),
             max_points_per_series: 11_000,
             subquery_step: Duration::from_secs(60),
+            text: TextLimits::default(),
         }
     }
 }
@@ -164,15 +179,21 @@ impl LoadedSeries {
 /// Loaded data per selector (keyed by the selector's address in the parsed tree).
 pub(crate) type Loaded = HashMap<usize, Vec<LoadedSeries>>;
 
-/// Parses a query, with Prometheus' wording for errors.
+/// Parses a query within the default [`TextLimits`], with Prometheus' wording for errors.
 pub fn parse(q: &str) -> Result<Expr, QueryError> {
-    parser::parse(q).map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
+    parse_with(q, &TextLimits::default())
+}
+
+/// Parses a query within `limits`, with Prometheus' wording for errors.
+pub fn parse_with(q: &str, limits: &TextLimits) -> Result<Expr, QueryError> {
+    parse::parse_limited(q, limits)
+        .map_err(|e| QueryError::BadData(format!("invalid parameter \"query\": {e}")))
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Some(Offset::Neg(d)) => -i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         None => 0,
     }
 }
@@ -206,11 +227,11 @@ pub(crate) fn at_time(
         Some(AtModifier::Start) => start,
         Some(AtModifier::End) => end,
         Some(AtModifier::At(st)) => match st.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
         },
     };
-    at - offset_ms(offset)
+    at.saturating_sub(offset_ms(offset))
 }
 
 /// The time a selector is evaluated at, for an evaluation at `t` of a query over
@@ -243,7 +264,7 @@ impl<'a> LoadPlan<'a> {
         self.out.push(Want {
             key: vs as *const _ as usize,
             vs,
-            mint: ta.min(tb) - range,
+            mint: ta.min(tb).saturating_sub(range),
             maxt: ta.max(tb),
         });
     }
@@ -256,7 +277,10 @@ impl<'a> LoadPlan<'a> {
                 let ta = eval::subquery_time(sq, a, self.start, self.end);
                 let tb = eval::subquery_time(sq, b, self.start, self.end);
                 let step = eval::subquery_step(sq, self.subquery_step);
-                let from = ta.min(tb) - sq.range.as_millis() as i64 - step;
+                let from = ta
+                    .min(tb)
+                    .saturating_sub(sq.range.as_millis() as i64)
+                    .saturating_sub(step);
                 self.walk(&sq.expr, from, ta.max(tb));
             }
             Expr::Aggregate(x) => {
@@ -322,12 +346,37 @@ type Points = (Arc<nunchi_model::Labels>, Vec<(i64, f64)>);
 pub struct Engine<'q, Q: Querier> {
     querier: &'q Q,
     pub(crate) limits: QueryLimits,
+    gate: Option<Arc<QueryGate>>,
+    lane: Lane,
 }
 
 impl<'q, Q: Querier> Engine<'q, Q> {
-    /// An engine reading from `querier`.
+    /// An engine reading from `querier`, admitting every query at once.
     pub fn new(querier: &'q Q, limits: QueryLimits) -> Self {
-        Engine { querier, limits }
+        Engine {
+            querier,
+            limits,
+            gate: None,
+            lane: Lane::Client,
+        }
+    }
+
+    /// The same engine, its queries admitted and cancelled by `gate` in `lane`.
+    pub fn gated(mut self, gate: Arc<QueryGate>, lane: Lane) -> Self {
+        self.gate = Some(gate);
+        self.lane = lane;
+        self
+    }
+
+    fn cancel(&self) -> Cancel {
+        Cancel::new(self.limits.timeout, self.gate.clone())
+    }
+
+    async fn admit(&self) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, QueryError> {
+        match &self.gate {
+            Some(g) => g.admit(self.lane).await,
+            None => Ok(None),
+        }
     }
 
     fn lookback(&self) -> i64 {
@@ -407,9 +456,13 @@ impl<'q, Q: Querier> Engine<'q, Q> {
 
     /// Evaluates `expr` at `t` (ms).
     pub async fn instant(&self, expr: &Expr, t: i64) -> Result<QueryResult, QueryError> {
+        let cancel = self.cancel();
         self.timed(async {
+            let _slot = self.admit().await?;
+            // The tree goes to the evaluation thread; loaded data is keyed by its nodes.
+            let expr = Arc::new(expr.clone());
             let began = std::time::Instant::now();
-            let loaded = self.load(expr, t, t, false).await?;
+            let loaded = self.load(&expr, t, t, false).await?;
             tracing::debug!(
                 load_ms = began.elapsed().as_secs_f64() * 1000.0,
                 series = loaded.values().map(Vec::len).sum::<usize>(),
@@ -420,29 +473,17 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                     .sum::<usize>(),
                 "instant query data loaded"
             );
-            let ev = eval::Evaluator::new(&loaded, t, t, self.lookback(), self.subquery_step());
-            if matches!(expr, Expr::MatrixSelector(_) | Expr::Subquery(_)) {
-                let mut out: Vec<_> = ev
-                    .range_arg(expr, t)?
-                    .windows
-                    .into_iter()
-                    .map(|w| {
-                        let points = w
-                            .samples
-                            .iter()
-                            .map(|s| (s.timestamp_ms, s.value))
-                            .collect();
-                        (Arc::unwrap_or_clone(w.labels), points)
-                    })
-                    .collect();
-                out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
-                return Ok(QueryResult::Matrix(out));
-            }
-            Ok(match ev.eval(expr, t)? {
-                Value::Scalar(v) => QueryResult::Scalar(t, v),
-                Value::String(s) => QueryResult::String(t, s),
-                Value::Vector(v) => QueryResult::Vector(t, v),
+            let (lookback, sq_step, max) = (
+                self.lookback(),
+                self.subquery_step(),
+                self.limits.max_samples,
+            );
+            gate::evaluate(self.lane, &cancel, move |cancel| {
+                let ev =
+                    eval::Evaluator::new(&loaded, t, t, lookback, sq_step, cancel.clone(), max);
+                instant_at(&ev, &expr, t)
             })
+            .await
         })
         .await
     }
@@ -510,91 +551,146 @@ impl<'q, Q: Querier> Engine<'q, Q> {
         rollup: bool,
     ) -> Result<QueryResult, QueryError> {
         self.check_range(expr, start, end, step)?;
+        let cancel = self.cancel();
         self.timed(async {
+            let _slot = self.admit().await?;
+            let expr = Arc::new(expr.clone());
             let began = std::time::Instant::now();
-            let loaded = self.load(expr, start, end, rollup).await?;
+            let loaded = self.load(&expr, start, end, rollup).await?;
             tracing::debug!(
                 load_ms = began.elapsed().as_secs_f64() * 1000.0,
                 series = loaded.values().map(Vec::len).sum::<usize>(),
                 "range query data loaded"
             );
-            let steps = range::Steps {
-                start,
-                step,
-                n: ((end - start) / step + 1) as usize,
-            };
-            let evaluated = range::eval(&loaded, expr, &steps, self.lookback());
-            let eval_ms = began.elapsed().as_secs_f64() * 1000.0;
-            if let Some(tracks) = evaluated {
-                let mut out: Vec<_> = tracks
-                    .into_iter()
-                    .filter(|t| t.values.iter().any(Option::is_some))
-                    .map(|t| {
-                        let points = t
-                            .values
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, v)| Some((start + i as i64 * step, (*v)?)))
-                            .collect();
-                        (Arc::unwrap_or_clone(t.labels), points)
-                    })
-                    .collect();
-                out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
-                tracing::debug!(
-                    eval_ms,
-                    total_ms = began.elapsed().as_secs_f64() * 1000.0,
-                    "range query evaluated series by series"
-                );
-                return Ok(QueryResult::Matrix(out));
-            }
-            let ev =
-                eval::Evaluator::new(&loaded, start, end, self.lookback(), self.subquery_step());
-            // Series in order of first appearance; one map lookup per distinct label set
-            // (by address) rather than a hash of the labels at every step.
-            let mut index: HashMap<usize, usize> = HashMap::new();
-            let mut by_labels: HashMap<Arc<nunchi_model::Labels>, usize> = HashMap::new();
-            let mut series: Vec<Points> = Vec::new();
-            let mut keep: Vec<Arc<nunchi_model::Labels>> = Vec::new();
-            let mut t = start;
-            while t <= end {
-                let v = match ev.eval(expr, t)? {
-                    Value::Scalar(v) => vec![Element {
-                        labels: Arc::default(),
-                        value: v,
-                    }],
-                    Value::Vector(v) => v,
-                    Value::String(_) => {
-                        return Err(QueryError::BadData(
-                            "invalid expression type \"string\" for range query, must be Scalar or instant Vector".to_owned(),
-                        ));
-                    }
+            let (lookback, sq_step, max) = (
+                self.lookback(),
+                self.subquery_step(),
+                self.limits.max_samples,
+            );
+            gate::evaluate(self.lane, &cancel, move |cancel| {
+                let steps = range::Steps {
+                    start,
+                    step,
+                    n: ((end - start) / step + 1) as usize,
                 };
-                for e in v {
-                    let ptr = Arc::as_ptr(&e.labels) as usize;
-                    let i = match index.get(&ptr) {
-                        Some(&i) => i,
-                        None => {
-                            let i = *by_labels.entry(e.labels.clone()).or_insert_with(|| {
-                                series.push((e.labels.clone(), Vec::new()));
-                                series.len() - 1
-                            });
-                            index.insert(ptr, i);
-                            // Held so the address stays unique for this query.
-                            keep.push(e.labels.clone());
-                            i
-                        }
-                    };
-                    series[i].1.push((t, e.value));
+                if let Some(tracks) = range::eval(&loaded, &expr, &steps, lookback) {
+                    cancel.check()?;
+                    let eval_ms = began.elapsed().as_secs_f64() * 1000.0;
+                    let mut out: Vec<_> = tracks
+                        .into_iter()
+                        .filter(|t| t.values.iter().any(Option::is_some))
+                        .map(|t| {
+                            let points = t
+                                .values
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(i, v)| Some((start + i as i64 * step, (*v)?)))
+                                .collect();
+                            (Arc::unwrap_or_clone(t.labels), points)
+                        })
+                        .collect();
+                    out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
+                    tracing::debug!(
+                        eval_ms,
+                        total_ms = began.elapsed().as_secs_f64() * 1000.0,
+                        "range query evaluated series by series"
+                    );
+                    return Ok(QueryResult::Matrix(out));
                 }
-                t += step;
-            }
-            let mut out: Vec<_> = series
-                .into_iter()
-                .map(|(l, p)| (Arc::unwrap_or_clone(l), p))
-                .collect();
-            out.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok(QueryResult::Matrix(out))
+                let ev = eval::Evaluator::new(
+                    &loaded,
+                    start,
+                    end,
+                    lookback,
+                    sq_step,
+                    cancel.clone(),
+                    max,
+                );
+                range_by_steps(&ev, &expr, &steps)
+            })
+            .await
         })
         .await
     }
+}
+
+/// `expr` evaluated at `t`, as an instant query answers it.
+fn instant_at(ev: &eval::Evaluator<'_>, expr: &Expr, t: i64) -> Result<QueryResult, QueryError> {
+    if matches!(expr, Expr::MatrixSelector(_) | Expr::Subquery(_)) {
+        let mut out: Vec<_> = ev
+            .range_arg(expr, t)?
+            .windows
+            .into_iter()
+            .map(|w| {
+                let points = w
+                    .samples
+                    .iter()
+                    .map(|s| (s.timestamp_ms, s.value))
+                    .collect();
+                (Arc::unwrap_or_clone(w.labels), points)
+            })
+            .collect();
+        out.sort_by(|a: &(nunchi_model::Labels, Vec<(i64, f64)>), b| a.0.cmp(&b.0));
+        return Ok(QueryResult::Matrix(out));
+    }
+    Ok(match ev.eval(expr, t)? {
+        Value::Scalar(v) => QueryResult::Scalar(t, v),
+        Value::String(s) => QueryResult::String(t, s),
+        Value::Vector(v) => QueryResult::Vector(t, v),
+    })
+}
+
+/// `expr` evaluated at every step, one step at a time; the points answered count against
+/// the sample limit.
+fn range_by_steps(
+    ev: &eval::Evaluator<'_>,
+    expr: &Expr,
+    steps: &range::Steps,
+) -> Result<QueryResult, QueryError> {
+    // Series in order of first appearance; one map lookup per distinct label set
+    // (by address) rather than a hash of the labels at every step.
+    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut by_labels: HashMap<Arc<nunchi_model::Labels>, usize> = HashMap::new();
+    let mut series: Vec<Points> = Vec::new();
+    let mut keep: Vec<Arc<nunchi_model::Labels>> = Vec::new();
+    for i in 0..steps.n {
+        ev.check_cancel()?;
+        let t = steps.start + i as i64 * steps.step;
+        let v = match ev.eval(expr, t)? {
+            Value::Scalar(v) => vec![Element {
+                labels: Arc::default(),
+                value: v,
+            }],
+            Value::Vector(v) => v,
+            Value::String(_) => {
+                return Err(QueryError::BadData(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector".to_owned(),
+                ));
+            }
+        };
+        ev.spend(v.len())?;
+        for e in v {
+            let ptr = Arc::as_ptr(&e.labels) as usize;
+            let i = match index.get(&ptr) {
+                Some(&i) => i,
+                None => {
+                    let i = *by_labels.entry(e.labels.clone()).or_insert_with(|| {
+                        series.push((e.labels.clone(), Vec::new()));
+                        series.len() - 1
+                    });
+                    index.insert(ptr, i);
+                    // Held so the address stays unique for this query.
+                    keep.push(e.labels.clone());
+                    i
+                }
+            };
+            series[i].1.push((t, e.value));
+        }
+    }
+    let mut out: Vec<_> = series
+        .into_iter()
+        .map(|(l, p)| (Arc::unwrap_or_clone(l), p))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(QueryResult::Matrix(out))
 }

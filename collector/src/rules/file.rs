@@ -23,6 +23,8 @@ use promql_parser::parser::Expr;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::query::TextLimits;
+
 /// A rule file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}:{line}: {reason}", file.display())]
@@ -269,18 +271,32 @@ fn strings(m: Option<BTreeMap<String, Text>>) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Reads and checks the rule file at `path`.
+/// Reads and checks the rule file at `path`, its expressions within the default
+/// [`TextLimits`].
 pub fn load(path: &Path) -> Result<RuleFile, RuleFileError> {
+    load_with(path, &TextLimits::default())
+}
+
+/// Reads and checks the rule file at `path`, its expressions within `limits` (the
+/// collector's `query.max_length` and `query.max_depth`).
+pub fn load_with(path: &Path, limits: &TextLimits) -> Result<RuleFile, RuleFileError> {
     let text = std::fs::read_to_string(path).map_err(|e| RuleFileError {
         file: path.to_owned(),
         line: 0,
         reason: format!("cannot read: {e}"),
     })?;
-    parse(path, &text)
+    parse_with(path, &text, limits)
 }
 
-/// Checks rule-file `text` (read from `path`, named in errors).
+/// Checks rule-file `text` (read from `path`, named in errors) within the default
+/// [`TextLimits`].
 pub fn parse(path: &Path, text: &str) -> Result<RuleFile, RuleFileError> {
+    parse_with(path, text, &TextLimits::default())
+}
+
+/// Checks rule-file `text` (read from `path`, named in errors), its expressions within
+/// `limits`.
+pub fn parse_with(path: &Path, text: &str, limits: &TextLimits) -> Result<RuleFile, RuleFileError> {
     let err = |line: u64, reason: String| RuleFileError {
         file: path.to_owned(),
         line,
@@ -314,7 +330,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleFile, RuleFileError> {
         let interval = g.interval.as_ref().map(|i| duration(i, &err)).transpose()?;
         let mut rules = Vec::new();
         for r in g.rules {
-            rules.push(rule(r, &name, &err)?);
+            rules.push(rule(r, &name, &err, limits)?);
         }
         groups.push(RuleGroup {
             name,
@@ -333,6 +349,7 @@ fn rule(
     r: Spanned<RawRule>,
     group: &str,
     err: &dyn Fn(u64, String) -> RuleFileError,
+    limits: &TextLimits,
 ) -> Result<Rule, RuleFileError> {
     let line = r.referenced.line();
     let r = r.value;
@@ -343,7 +360,7 @@ fn rule(
         Some(e) if !e.value.0.is_empty() => e.value.0,
         _ => return Err(in_group("field 'expr' must be set in rule".to_owned())),
     };
-    let expr = promql_parser::parser::parse(&expr_text)
+    let expr = crate::query::parse::parse_limited(&expr_text, limits)
         .map_err(|e| in_group(format!("could not parse expression: {e}")))?;
     let labels = strings(r.labels);
     for name in labels.keys() {

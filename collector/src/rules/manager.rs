@@ -240,7 +240,7 @@ impl Manager {
     async fn reload_inner(self: &Arc<Self>) -> Result<usize, ReloadError> {
         let mut files = Vec::new();
         for p in self.paths()? {
-            files.push(file::load(&p)?);
+            files.push(file::load_with(&p, &self.opts.limits.text)?);
         }
         let mut saved: HashMap<String, String> = match &self.state {
             Some(s) => s.load().await.into_iter().collect(),
