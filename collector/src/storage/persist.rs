@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use nunchi_model::{Label, Labels, Sample};
 use sqlx::any::AnyPoolOptions;
+use sqlx::pool::PoolConnection;
 use sqlx::{AnyPool, Row};
 
 mod read;
@@ -201,15 +202,18 @@ impl Persist {
         })
     }
 
-    /// Begins a transaction that writes. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred transaction that read
-    /// first fails with "database is locked" when it then writes after another connection
-    /// took the lock, even briefly.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    /// Begins a transaction that writes, on `conn`. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred transaction that
+    /// read first fails with "database is locked" when it then writes after another
+    /// connection took the lock, even briefly.
+    async fn begin_write<'c>(
+        &self,
+        conn: &'c mut PoolConnection<sqlx::Any>,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Any>, sqlx::Error> {
         if self.sqlite {
-            self.pool.begin_with("BEGIN IMMEDIATE").await
+            sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await
         } else {
-            self.pool.begin().await
+            sqlx::Connection::begin(&mut **conn).await
         }
     }
 
@@ -265,52 +269,58 @@ impl Persist {
                 Some((i64::from(r), buf.clone()))
             })
             .collect();
-        let mut tx = self.begin_write().await?;
-        for part in fresh.chunks(INSERT_ROWS) {
-            let sql = format!(
-                "INSERT INTO symbols (id, value) VALUES {}",
-                placeholders(part.len(), 2)
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, value) in part {
-                q = q.bind(*id).bind(value.as_str());
+        let mut conn = self.pool.acquire().await?;
+        let result: Result<u64, PersistError> = async {
+            let mut tx = self.begin_write(&mut conn).await?;
+            for part in fresh.chunks(INSERT_ROWS) {
+                let sql = format!(
+                    "INSERT INTO symbols (id, value) VALUES {}",
+                    placeholders(part.len(), 2)
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, value) in part {
+                    q = q.bind(*id).bind(value.as_str());
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
+            for part in new.chunks(INSERT_ROWS) {
+                let sql = format!(
+                    "INSERT INTO series (id, labels) VALUES {} ON CONFLICT (id) DO NOTHING",
+                    placeholders(part.len(), 2)
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, labels) in part {
+                    q = q.bind(*id).bind(labels.clone());
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let mut written = 0u64;
+            let mut rows = Vec::with_capacity(INSERT_ROWS);
+            for (&r, item) in &batch.items {
+                let samples = item.samples();
+                if samples.is_empty() {
+                    continue;
+                }
+                written += samples.len() as u64;
+                let data = block::encode_raw(&samples);
+                rows.push(ChunkRow {
+                    series: i64::from(r),
+                    level: 0,
+                    samples,
+                    data,
+                    rollup: None,
+                });
+                if rows.len() == INSERT_ROWS {
+                    insert_chunks(&mut tx, &rows).await?;
+                    rows.clear();
+                }
+            }
+            insert_chunks(&mut tx, &rows).await?;
+            tx.commit().await?;
+            Ok(written)
         }
-        for part in new.chunks(INSERT_ROWS) {
-            let sql = format!(
-                "INSERT INTO series (id, labels) VALUES {} ON CONFLICT (id) DO NOTHING",
-                placeholders(part.len(), 2)
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, labels) in part {
-                q = q.bind(*id).bind(labels.clone());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        let mut written = 0u64;
-        let mut rows = Vec::with_capacity(INSERT_ROWS);
-        for (&r, item) in &batch.items {
-            let samples = item.samples();
-            if samples.is_empty() {
-                continue;
-            }
-            written += samples.len() as u64;
-            let data = block::encode_raw(&samples);
-            rows.push(ChunkRow {
-                series: i64::from(r),
-                level: 0,
-                samples,
-                data,
-                rollup: None,
-            });
-            if rows.len() == INSERT_ROWS {
-                insert_chunks(&mut tx, &rows).await?;
-                rows.clear();
-            }
-        }
-        insert_chunks(&mut tx, &rows).await?;
-        tx.commit().await?;
+        .await;
+        let written = close_on_error(&mut conn, result)?;
         self.forget_listings(Some(
             &batch
                 .items
@@ -348,7 +358,9 @@ impl Persist {
         for part in ids.chunks(IN_LIST) {
             let refs: Vec<SeriesRef> = part.iter().map(|&i| i as SeriesRef).collect();
             let list = id_list(&refs);
-            let mut tx = self.begin_write().await?;
+            let mut conn = self.pool.acquire().await?;
+            let result: Result<u64, PersistError> = async {
+            let mut tx = self.begin_write(&mut conn).await?;
             let rows = sqlx::query(&format!(
                 "SELECT series_id, level, min_t, max_t, data, CASE WHEN rollup IS NULL THEN 0 ELSE 1 END FROM chunks WHERE series_id IN ({list}) ORDER BY series_id, level"
             ))
@@ -427,8 +439,11 @@ impl Persist {
                 insert_chunks(&mut tx, part).await?;
             }
             tx.commit().await?;
+            Ok(out_rows.len() as u64)
+            }
+            .await;
+            blocks += close_on_error(&mut conn, result)?;
             self.forget_listings(Some(part));
-            blocks += out_rows.len() as u64;
         }
         if self.sqlite {
             sqlx::query("PRAGMA incremental_vacuum")
@@ -487,6 +502,20 @@ impl Persist {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// `result`, with `conn` closed instead of returned to the pool if it is an error. A write
+/// transaction that failed part-way (a full disk can fail the `COMMIT` itself, after which
+/// SQLite has already rolled back and sqlx's `ROLLBACK` fails too) can leave the connection
+/// believing it is still inside a transaction, and every later `BEGIN` on it would fail.
+fn close_on_error<T>(
+    conn: &mut PoolConnection<sqlx::Any>,
+    result: Result<T, PersistError>,
+) -> Result<T, PersistError> {
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
 async fn insert_chunks(
