@@ -2,6 +2,8 @@
 //!
 //! - [`remote_write`]: the Prometheus remote_write 1.0 protocol (protobuf messages from
 //!   `prompb`, snappy block compression, the HTTP headers that go with them), both ways.
+//! - [`remote_write_v2`]: remote_write 2.0 requests (`io.prometheus.write.v2.Request`),
+//!   decoded and resolved into 1.0's messages.
 //! - [`exposition`]: the text exposition format 0.0.4 that `/metrics` endpoints serve,
 //!   parsed into [`nunchi_model::Series`].
 //!
@@ -10,3 +12,4 @@
 
 pub mod exposition;
 pub mod remote_write;
+pub mod remote_write_v2;

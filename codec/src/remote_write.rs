@@ -339,6 +339,13 @@ pub fn concat_bodies<B: AsRef<[u8]>>(
 /// Decodes a remote_write body, refusing one that would decompress past
 /// `max_decompressed` bytes.
 pub fn decode(body: &[u8], max_decompressed: usize) -> Result<WriteRequest, DecodeError> {
+    let raw = decompress(body, max_decompressed)?;
+    Ok(WriteRequest::decode(raw.as_slice())?)
+}
+
+/// Decompresses a snappy (block format) body, refusing one that would decompress past
+/// `max_decompressed` bytes before allocating for it.
+pub fn decompress(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, DecodeError> {
     let size = snap::raw::decompress_len(body)?;
     if size > max_decompressed {
         return Err(DecodeError::TooLarge {
@@ -346,8 +353,7 @@ pub fn decode(body: &[u8], max_decompressed: usize) -> Result<WriteRequest, Deco
             limit: max_decompressed,
         });
     }
-    let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    Ok(WriteRequest::decode(raw.as_slice())?)
+    Ok(snap::raw::Decoder::new().decompress_vec(body)?)
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::ingest::remote_write::{Ingest, WriteError};
+use crate::ingest::remote_write::{Format, Ingest, WriteError};
+use nunchi_codec::remote_write_v2;
 use crate::query::parse::{MAX_DURATION_SECS, MAX_TIME_MS};
 use crate::query::{QueryError, QueryLimits, QueryResult};
 use crate::remote::ForwardError;
@@ -46,9 +47,10 @@ pub fn write_status(e: &WriteError) -> StatusCode {
         WriteError::Decode(nunchi_codec::remote_write::DecodeError::TooLarge { .. }) => {
             StatusCode::PAYLOAD_TOO_LARGE
         }
-        WriteError::Decode(_) | WriteError::Labels(_) | WriteError::Refused(_) => {
+        WriteError::Decode(_) | WriteError::Labels(_) | WriteError::Refused { .. } => {
             StatusCode::BAD_REQUEST
         }
+        WriteError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         WriteError::SeriesBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
         WriteError::Storage(_) | WriteError::Remote(ForwardError::Unavailable(_)) => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -240,21 +242,45 @@ async fn write(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let format = match Format::of(text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING)) {
+        Ok(f) => f,
+        Err(e) => return s.ingest.refused(e).into_response(),
+    };
     // Read one byte past the limit, so an oversized body is told apart from a full one.
     let limit = s.ingest.max_body_size();
     let body = match axum::body::to_bytes(body, limit.saturating_add(1)).await {
         Ok(b) => b.to_vec(),
         Err(_) => vec![0; limit.saturating_add(1)],
     };
-    match s.ingest.write(&s.backend, auth, body).await {
-        Ok(_) => {
+    let (mut resp, written) = match s.ingest.write(&s.backend, auth, format, body).await {
+        Ok(n) => {
             if let Some(a) = &s.alerting {
                 a.manager.samples_arrived();
             }
-            StatusCode::NO_CONTENT.into_response()
+            (StatusCode::NO_CONTENT.into_response(), n)
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let n = match &e {
+                WriteError::Refused { written, .. } => *written,
+                _ => 0,
+            };
+            (e.into_response(), n)
+        }
+    };
+    if format == Format::V2 {
+        for (name, n) in [
+            (remote_write_v2::SAMPLES_WRITTEN, written),
+            (remote_write_v2::HISTOGRAMS_WRITTEN, 0),
+            (remote_write_v2::EXEMPLARS_WRITTEN, 0),
+        ] {
+            // `from_bytes` takes the mixed case the specification spells them in.
+            if let Ok(name) = axum::http::HeaderName::from_bytes(name.as_bytes()) {
+                resp.headers_mut().insert(name, HeaderValue::from(n));
+            }
+        }
     }
+    resp
 }
 
 /// Parameters from the query string and, for POST, the form body (Prometheus accepts

@@ -1,8 +1,15 @@
-//! `POST /api/v1/write`: Prometheus remote_write 1.0 (protobuf, snappy block format).
+//! `POST /api/v1/write`: Prometheus remote_write 1.0 and 2.0 (protobuf, snappy block
+//! format), told apart by `Content-Type` as the 2.0 specification says: no type, plain
+//! `application/x-protobuf` or `proto=prometheus.WriteRequest` is 1.0;
+//! `proto=io.prometheus.write.v2.Request` is 2.0; any other type, `proto` or
+//! `Content-Encoding` is refused with 415, so that a sender can fall back. A 2.0 request
+//! is resolved into 1.0's messages (and logged in that form); a 2.0 answer carries the
+//! `X-Prometheus-Remote-Write-*-Written` headers, errors included.
 //!
 //! A request is checked whole before anything of it is stored: the bearer token, the body
-//! and decompressed sizes, every series' labels against the limits, and the writer's
-//! new-series budget. Over any limit it is refused with a 4xx naming the limit (413 for
+//! and decompressed sizes, every series' labels against the limits (a label name given
+//! twice in one series is refused, naming the series, as Prometheus does), and the
+//! writer's new-series budget. Over any limit it is refused with a 4xx naming the limit (413 for
 //! sizes, 429 with `Retry-After` for the series budget, 400 otherwise) and counted; a
 //! refused request leaves no trace in storage. An accepted one is in the write-ahead log
 //! before the 204 goes out.
@@ -16,6 +23,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use nunchi_codec::remote_write::{self, DecodeError, WriteRequest};
+use nunchi_codec::remote_write_v2::{self, V2Error};
 use nunchi_model::{METRIC_NAME, is_valid_label_name};
 use prometheus::{IntCounterVec, Opts, Registry};
 
@@ -36,6 +44,10 @@ pub enum WriteError {
     /// The body does not decode, or decompresses past the limit.
     #[error("{0}")]
     Decode(#[from] DecodeError),
+    /// The body's type, encoding or content is not one this receiver takes (415: the
+    /// sender may fall back to another protocol version).
+    #[error("{0}")]
+    Unsupported(String),
     /// A series breaks a label limit.
     #[error("{0}")]
     Labels(String),
@@ -54,8 +66,13 @@ pub enum WriteError {
         retry_after_s: u64,
     },
     /// Some samples could not be stored (the rest were).
-    #[error("{0}")]
-    Refused(String),
+    #[error("{reason}")]
+    Refused {
+        /// Samples stored.
+        written: u64,
+        /// What was refused.
+        reason: String,
+    },
     /// Storage could not take the write; the writer should retry.
     #[error("storage unavailable: {0}")]
     Storage(#[from] StorageError),
@@ -72,13 +89,77 @@ impl WriteError {
             WriteError::BodyTooLarge(_) => "body_too_large",
             WriteError::Decode(DecodeError::TooLarge { .. }) => "decompressed_too_large",
             WriteError::Decode(_) => "malformed",
+            WriteError::Unsupported(_) => "unsupported",
             WriteError::Labels(_) => "label_limits",
             WriteError::SeriesBudget { .. } => "series_limit",
-            WriteError::Refused(_) => "samples_refused",
+            WriteError::Refused { .. } => "samples_refused",
             WriteError::Storage(_) => "storage_error",
             WriteError::Remote(ForwardError::Refused { .. }) => "remote_refused",
             WriteError::Remote(ForwardError::Unavailable(_)) => "remote_unavailable",
         }
+    }
+}
+
+impl From<V2Error> for WriteError {
+    fn from(e: V2Error) -> Self {
+        match e {
+            V2Error::Protobuf(e) => WriteError::Decode(DecodeError::Protobuf(e)),
+            V2Error::Invalid(m) => WriteError::Labels(m),
+            V2Error::Unsupported(m) => WriteError::Unsupported(m),
+        }
+    }
+}
+
+/// The protocol version of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `prometheus.WriteRequest`.
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+impl Format {
+    /// The format `Content-Type` and `Content-Encoding` name, as Prometheus' receiver
+    /// reads them.
+    pub fn of(content_type: Option<&str>, content_encoding: Option<&str>) -> Result<Format, WriteError> {
+        if let Some(enc) = content_encoding
+            && !enc.trim().is_empty()
+            && !enc.trim().eq_ignore_ascii_case(remote_write::CONTENT_ENCODING)
+        {
+            return Err(WriteError::Unsupported(format!(
+                "unsupported Content-Encoding {enc:?}: remote_write bodies are snappy"
+            )));
+        }
+        let Some(ct) = content_type.map(str::trim).filter(|c| !c.is_empty()) else {
+            return Ok(Format::V1);
+        };
+        let mut parts = ct.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        if !media.eq_ignore_ascii_case(remote_write::CONTENT_TYPE) {
+            return Err(WriteError::Unsupported(format!(
+                "unsupported Content-Type {ct:?}: expected application/x-protobuf"
+            )));
+        }
+        let mut format = Format::V1;
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            if k.trim().eq_ignore_ascii_case("proto") {
+                format = match v.trim().trim_matches('"') {
+                    "prometheus.WriteRequest" => Format::V1,
+                    remote_write_v2::PROTO => Format::V2,
+                    other => {
+                        return Err(WriteError::Unsupported(format!(
+                            "unsupported proto message {other:?}: this receiver takes prometheus.WriteRequest and {}",
+                            remote_write_v2::PROTO
+                        )));
+                    }
+                };
+            }
+        }
+        Ok(format)
     }
 }
 
@@ -168,18 +249,20 @@ impl Ingest {
             .ok_or(WriteError::Unauthorized)
     }
 
-    /// Handles one request; returns the samples stored.
+    /// Handles one request in `format`; returns the samples stored (exemplars and created
+    /// timestamps of 2.0 requests are not kept).
     pub async fn write(
         &self,
         backend: &Backend,
         authorization: Option<&str>,
+        format: Format,
         body: Vec<u8>,
     ) -> Result<u64, WriteError> {
         let (name, budget) = match self.authenticate(authorization) {
             Ok(x) => x,
             Err(e) => return Err(self.refuse(ANONYMOUS, e)),
         };
-        match self.write_as(backend, &name, budget, body).await {
+        match self.write_as(backend, &name, budget, format, body).await {
             Ok(n) => {
                 self.requests
                     .with_label_values(&[name.as_str(), "204"])
@@ -189,6 +272,11 @@ impl Ingest {
             }
             Err(e) => Err(self.refuse(&name, e)),
         }
+    }
+
+    /// Counts a request refused before it was read (its format), and hands the error back.
+    pub fn refused(&self, e: WriteError) -> WriteError {
+        self.refuse(ANONYMOUS, e)
     }
 
     fn refuse(&self, name: &str, e: WriteError) -> WriteError {
@@ -205,15 +293,28 @@ impl Ingest {
         backend: &Backend,
         name: &str,
         budget: u64,
+        format: Format,
         body: Vec<u8>,
     ) -> Result<u64, WriteError> {
         if body.len() as u64 > self.limits.max_body_size.as_u64() {
             return Err(WriteError::BodyTooLarge(self.limits.max_body_size.as_u64()));
         }
-        let mut req =
-            remote_write::decode(&body, self.limits.max_decompressed_size.as_u64() as usize)?;
+        let max = self.limits.max_decompressed_size.as_u64() as usize;
+        let mut req = match format {
+            Format::V1 => remote_write::decode(&body, max)?,
+            Format::V2 => {
+                let raw = remote_write::decompress(&body, max)?;
+                remote_write_v2::into_v1(remote_write_v2::decode(&raw)?)?.request
+            }
+        };
+        check_duplicate_names(&req)?;
         canonicalize(&mut req);
         self.check_labels(&req)?;
+        // The log and the remote take 1.0 bodies.
+        let body = match format {
+            Format::V1 => body,
+            Format::V2 => remote_write::encode(&req),
+        };
         let storage = match backend {
             Backend::Local(s, _, _) => s,
             Backend::Remote(r) => {
@@ -228,10 +329,13 @@ impl Ingest {
         }
         let o = storage.write(body, &req).await?;
         if o.too_old > 0 || o.conflicting > 0 {
-            return Err(WriteError::Refused(format!(
-                "stored {} samples; refused {} older than the out-of-order window and {} with a different value for a stored timestamp",
-                o.appended, o.too_old, o.conflicting
-            )));
+            return Err(WriteError::Refused {
+                written: o.appended,
+                reason: format!(
+                    "stored {} samples; refused {} older than the out-of-order window and {} with a different value for a stored timestamp",
+                    o.appended, o.too_old, o.conflicting
+                ),
+            });
         }
         Ok(o.appended)
     }
@@ -317,6 +421,30 @@ impl Ingest {
         b.tokens -= wanted as f64;
         Ok(())
     }
+}
+
+/// Refuses a series that names a label twice (before [`canonicalize`] would keep one of
+/// the values silently).
+fn check_duplicate_names(req: &WriteRequest) -> Result<(), WriteError> {
+    for ts in &req.timeseries {
+        if ts.labels.windows(2).all(|w| w[0].name < w[1].name) {
+            continue;
+        }
+        let mut names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            let name = ts
+                .labels
+                .iter()
+                .find(|x| x.name == METRIC_NAME)
+                .map_or("", |x| x.value.as_str());
+            return Err(WriteError::Labels(format!(
+                "series {name:?}: label {:?} is given more than once (duplicate label names)",
+                w[0]
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
