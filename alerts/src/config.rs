@@ -161,6 +161,15 @@ pub struct Authorization {
 }
 
 impl HttpConfig {
+    /// `authorization.credentials_file` when it is what supplies the token.
+    fn token_file(&self) -> Option<&PathBuf> {
+        let a = self.authorization.as_ref()?;
+        if a.credentials.is_some() {
+            return None;
+        }
+        a.credentials_file.as_ref()
+    }
+
     fn token(&self) -> Option<String> {
         let a = self.authorization.as_ref();
         a.and_then(|a| a.credentials.clone())
@@ -393,6 +402,9 @@ pub struct Config {
     pub resolve_timeout: Duration,
     /// Dashboard base URL for links.
     pub dashboard_url: Option<String>,
+    /// What is wrong but does not stop the configuration from loading (a credentials
+    /// file that cannot be read yet), each naming its key.
+    pub warnings: Vec<String>,
 }
 
 /// A routing node with inherited settings filled in.
@@ -438,6 +450,8 @@ pub struct SlackTarget {
     pub url: String,
     /// Bot token (Web API), if used.
     pub token: Option<String>,
+    /// A file the bot token is read from at every send (`credentials_file`), if used.
+    pub token_file: Option<PathBuf>,
     /// Channel.
     pub channel: Option<String>,
     /// Send resolved notices.
@@ -577,6 +591,7 @@ impl RawConfig {
             _ => None,
         };
         let mut receivers = BTreeMap::new();
+        let mut warnings = Vec::new();
         for (i, r) in self.receivers.into_iter().enumerate() {
             let at = format!("receivers[{i}]");
             let mut slack = Vec::new();
@@ -594,12 +609,32 @@ impl RawConfig {
                 };
                 url::Url::parse(&url)
                     .map_err(|e| invalid(&format!("{at}.api_url"), e.to_string()))?;
-                let token = s.bot_token.clone().or_else(|| {
-                    s.http_config
-                        .as_ref()
-                        .or(self.global.http_config.as_ref())
-                        .and_then(HttpConfig::token)
-                });
+                let (http, http_at) = match &s.http_config {
+                    Some(h) => (Some(h), format!("{at}.http_config")),
+                    None => (
+                        self.global.http_config.as_ref(),
+                        "global.http_config".to_owned(),
+                    ),
+                };
+                let token_file = match &s.bot_token {
+                    Some(_) => None,
+                    None => http.and_then(HttpConfig::token_file).cloned(),
+                };
+                let token = match &token_file {
+                    Some(f) => {
+                        if let Err(e) = std::fs::read_to_string(f) {
+                            warnings.push(format!(
+                                "{http_at}.authorization.credentials_file: cannot read {}: {e}; messages to this Slack receiver fail until it can be read",
+                                f.display()
+                            ));
+                        }
+                        Some(String::new())
+                    }
+                    None => s
+                        .bot_token
+                        .clone()
+                        .or_else(|| http.and_then(HttpConfig::token)),
+                };
                 let url = match &token {
                     Some(_) => {
                         if s.channel.is_none() {
@@ -617,6 +652,7 @@ impl RawConfig {
                 slack.push(SlackTarget {
                     url,
                     token,
+                    token_file,
                     channel: s.channel.clone(),
                     send_resolved: s.send_resolved,
                     title: s.title.clone(),
@@ -743,6 +779,7 @@ impl RawConfig {
             scale_hooks,
             resolve_timeout: self.global.resolve_timeout,
             dashboard_url: self.dashboard_url,
+            warnings,
         })
     }
 }

@@ -277,10 +277,16 @@ mod tests {
         for (refs, want) in [
             (vec![1, 2, 3], "invalid labelRefs length 3"),
             (vec![1, 2, 3, 99], "outside of the symbols table (size 6)"),
-            (vec![1, 2, 3, 4, 3, 2], "label \"job\" is given more than once"),
+            (
+                vec![1, 2, 3, 4, 3, 2],
+                "label \"job\" is given more than once",
+            ),
         ] {
             let e = into_v1(request(refs)).expect_err("refused");
-            assert!(matches!(e, V2Error::Invalid(_)) && e.to_string().contains(want), "{e}");
+            assert!(
+                matches!(e, V2Error::Invalid(_)) && e.to_string().contains(want),
+                "{e}"
+            );
         }
         let mut r = request(vec![1, 2]);
         r.timeseries[0].histograms.push(Histogram { timestamp: 1 });

@@ -75,12 +75,16 @@ impl StateStore for RuleStates {
     }
 }
 
-/// Reads the delivery configuration (`None`: send nothing).
+/// Reads the delivery configuration (`None`: send nothing), logging what it warns of.
 pub fn load_config(path: Option<&PathBuf>) -> Result<Config, AlertingError> {
-    Ok(match path {
+    let c = match path {
         Some(p) => Config::load(p)?,
         None => Config::empty(),
-    })
+    };
+    for w in &c.warnings {
+        tracing::warn!(warning = %w, "alerting configuration");
+    }
+    Ok(c)
 }
 
 impl Alerting {

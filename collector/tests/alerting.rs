@@ -931,3 +931,97 @@ async fn slack_429_is_honoured_and_a_storm_becomes_a_digest() {
         "no further 429s: the bucket keeps to Slack's rate"
     );
 }
+
+const HOSTILE_RULE: &str = r#"groups:
+  - name: hostile
+    rules:
+      - alert: Injected
+        expr: injected > 0
+        annotations:
+          summary: "from {{ $labels.instance }}; see <https://runbooks.example/own|our runbook>"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_text_is_escaped_and_a_plain_ok_is_one_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    slack.answer_plain_ok(true);
+    // Through the Web API: a bare `ok` is not the JSON chat.postMessage answers.
+    let am = format!(
+        "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: oncall\n{}",
+        bot_slack(&slack)
+    );
+    let c = start(dir.path(), HOSTILE_RULE, &am, &[]).await;
+    set(
+        &c,
+        "injected",
+        &[("instance", "<!channel> & <https://evil.example|innocent>")],
+        1.0,
+    )
+    .await;
+    let first = until("the Slack message", 15, || {
+        slack.messages().into_iter().next()
+    })
+    .await;
+    let body = first.body.to_string();
+    let text = first.all_text();
+    assert!(
+        !text.contains("<!channel>"),
+        "a mention got through: {text}"
+    );
+    assert!(
+        !text.contains("<https://evil.example"),
+        "a disguised link got through: {text}"
+    );
+    assert!(
+        text.contains("&lt;!channel&gt; &amp; &lt;https://evil.example|innocent&gt;"),
+        "{text}"
+    );
+    assert!(body.contains("&lt;!channel&gt;"), "{body}");
+    // Past the 1 s and 5 s retries: a 2xx was the delivery.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(slack.messages().len(), 1, "sent again after a 2xx");
+    let d = api_get(&c.base, "/api/v1/deliveries").await;
+    let attempts = d["data"]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !attempts.is_empty() && attempts.iter().all(|a| a["ok"] == true),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_slack_credentials_file_is_warned_of_at_load_and_read_at_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slack = SlackServer::start().await;
+    let token_file = dir.path().join("slack-token");
+    let am = format!(
+        "route:\n  receiver: oncall\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: oncall\n    slack_configs:\n      - api_url: {}/chat.postMessage\n        channel: '#alerts'\n        http_config:\n          authorization:\n            credentials_file: {}\n",
+        slack.api_url,
+        token_file.display()
+    );
+    let c = start(dir.path(), CPU_RULE, &am, &[]).await;
+    let log = c.log_text();
+    assert!(
+        log.contains("credentials_file") && log.contains("cannot read"),
+        "no warning at load: {log}"
+    );
+    let rules = api_get(&c.base, "/api/v1/rules").await;
+    let w = rules["data"]["alertingWarnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        w.contains("receivers[0].slack_configs[0].http_config.authorization.credentials_file"),
+        "{rules}"
+    );
+    // The file appears: the next send reads it.
+    std::fs::write(&token_file, format!("{}\n", slack.token)).expect("token");
+    set(&c, "cpu_usage", &[("instance", "host-1")], 0.9).await;
+    let m = until("the Slack message", 20, || {
+        slack.messages().into_iter().next()
+    })
+    .await;
+    assert_eq!(m.method, "chat.postMessage");
+}

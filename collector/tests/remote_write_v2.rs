@@ -75,7 +75,11 @@ async fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, [Option<i64
         h("X-Prometheus-Remote-Write-Histograms-Written"),
         h("X-Prometheus-Remote-Write-Exemplars-Written"),
     ];
-    (r.status().as_u16(), written, r.text().await.unwrap_or_default())
+    (
+        r.status().as_u16(),
+        written,
+        r.text().await.unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +133,10 @@ async fn version_2_requests_are_stored_or_refused_as_the_specification_says() {
                        "samples": [[t, 1.0]]}]);
     let (status, written, text) = post(&c.write_url(), V2_TYPE, encode_v2(dir.path(), &spec)).await;
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("\"v2_dup\"") && text.contains("more than once"), "{text}");
+    assert!(
+        text.contains("\"v2_dup\"") && text.contains("more than once"),
+        "{text}"
+    );
     assert_eq!(written[0], Some(0));
     let v = query(&c.base, "v2_dup", t).await;
     assert_eq!(v["data"]["result"], json!([]), "{v}");
@@ -164,10 +171,12 @@ async fn version_2_requests_are_stored_or_refused_as_the_specification_says() {
         &[("__name__", "v1_dup"), ("a", "1")],
         &[(t, 1.0)],
     )]);
-    req.timeseries[0].labels.push(nunchi_codec::remote_write::Label {
-        name: "a".to_owned(),
-        value: "2".to_owned(),
-    });
+    req.timeseries[0]
+        .labels
+        .push(nunchi_codec::remote_write::Label {
+            name: "a".to_owned(),
+            value: "2".to_owned(),
+        });
     let (status, text) = common::push_body(
         &c.write_url(),
         nunchi_codec::remote_write::encode(&req),
@@ -175,7 +184,10 @@ async fn version_2_requests_are_stored_or_refused_as_the_specification_says() {
     )
     .await;
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("\"v1_dup\"") && text.contains("\"a\""), "{text}");
+    assert!(
+        text.contains("\"v1_dup\"") && text.contains("\"a\""),
+        "{text}"
+    );
     let v = query(&c.base, "v1_dup", t).await;
     assert_eq!(v["data"]["result"], json!([]), "{v}");
 

@@ -69,6 +69,7 @@ struct SlackState {
     force_429: u32,
     rejected_429: u32,
     unlimited: bool,
+    plain_ok: bool,
     seq: u64,
 }
 
@@ -141,6 +142,15 @@ impl SlackServer {
             .unlimited = !on;
     }
 
+    /// Answers accepted messages as incoming-webhook proxies do, `200` with a bare `ok` and
+    /// no `Content-Type`, instead of Slack's JSON (`on`), or as Slack does again.
+    pub fn answer_plain_ok(&self, on: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plain_ok = on;
+    }
+
     /// How many requests were answered 429.
     pub fn rate_limited(&self) -> u32 {
         self.state
@@ -151,6 +161,13 @@ impl SlackServer {
 }
 
 type SlackCtx = (Arc<Mutex<SlackState>>, String);
+
+/// `200` with the body `ok` and no `Content-Type`.
+fn plain_ok() -> Response {
+    let mut r = "ok".into_response();
+    r.headers_mut().remove(axum::http::header::CONTENT_TYPE);
+    r
+}
 
 fn too_many() -> Response {
     (
@@ -226,6 +243,9 @@ async fn slack_api(
                 body: body.clone(),
                 at: Instant::now(),
             });
+            if st.plain_ok {
+                return plain_ok();
+            }
             ok_json(
                 json!({"ok": true, "channel": channel, "ts": ts, "message": {"type": "message", "ts": ts, "text": body["text"], "user": "U0NUNCHI", "bot_id": "B0NUNCHI"}}),
             )
@@ -289,6 +309,9 @@ async fn slack_webhook(
         body,
         at: Instant::now(),
     });
+    if st.plain_ok {
+        return plain_ok();
+    }
     (StatusCode::OK, [("content-type", "text/plain")], "ok").into_response()
 }
 

@@ -3,6 +3,15 @@
 //! token a message is posted with `chat.postMessage` and, on resolve, updated in place with
 //! `chat.update`; through an incoming webhook the resolve is a new message. A digest folds
 //! several queued notifications for one channel into one message.
+//!
+//! Text that comes from data (label values, annotations, the alert name) is escaped as
+//! Slack documents for `mrkdwn` (`&`, `<`, `>`), so a label value cannot mention
+//! `<!channel>` or show a link under a false name; the links and emphasis this module
+//! writes itself, and a receiver's own `title`, are markup and are not escaped.
+//!
+//! Any 2xx from Slack is a delivery: a body that is not the answer `chat.postMessage`
+//! documents (a proxy's plain `ok`) only means the message's `ts` is not known for
+//! threading, never that it is sent again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,6 +55,52 @@ fn connector(
         .enable_http1()
         .build();
     Ok(SlackClientHyperConnector::with_connector(https).with_slack_api_url(base))
+}
+
+/// `Ok(None)` for an error that still means Slack took the message: a 2xx whose body is
+/// not the documented answer.
+fn delivered_anyway(e: SlackClientError) -> Result<Option<SlackRef>, AttemptError> {
+    match e {
+        SlackClientError::ProtocolError(p) => {
+            tracing::warn!(error = %p, "Slack answered 2xx with a body it does not document; counted as delivered (no thread)");
+            Ok(None)
+        }
+        SlackClientError::HttpError(h) if h.status_code.is_success() => Ok(None),
+        other => Err(failed(other)),
+    }
+}
+
+/// `s` with `&`, `<` and `>` escaped, as Slack's `mrkdwn` needs for text shown as is.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `url` made safe inside `<url|text>`: escaped, and a `|` (which would end the URL)
+/// percent-encoded.
+fn link_url(url: &str) -> String {
+    escape(url).replace('|', "%7C")
+}
+
+/// A label value as one path segment of a URL.
+fn path_segment(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn failed(e: SlackClientError) -> AttemptError {
@@ -117,14 +172,25 @@ impl Slack {
                 let _ = channel;
             }
             req.thread_ts = None;
-            client
-                .post_webhook_message(&url, &req)
-                .await
-                .map_err(failed)?;
-            return Ok(None);
+            return match client.post_webhook_message(&url, &req).await {
+                Ok(_) => Ok(None),
+                Err(e) => delivered_anyway(e),
+            };
         };
         let client = self.client(&target.url)?;
-        let token = SlackApiToken::new(SlackApiTokenValue::new(token.clone()));
+        let token = match &target.token_file {
+            // Read at every send, as Alertmanager does: a file that appears later works.
+            Some(f) => std::fs::read_to_string(f)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| AttemptError {
+                    status: None,
+                    message: format!("cannot read the bot token from {}: {e}", f.display()),
+                    retry_after: None,
+                    retryable: true,
+                })?,
+            None => token.clone(),
+        };
+        let token = SlackApiToken::new(SlackApiTokenValue::new(token));
         let session = client.open_session(&token);
         if let Some(r) = update {
             let req = SlackApiChatUpdateRequest::new(
@@ -132,8 +198,10 @@ impl Slack {
                 content,
                 SlackTs::new(r.ts.clone()),
             );
-            session.chat_update(&req).await.map_err(failed)?;
-            return Ok(Some(r.clone()));
+            return match session.chat_update(&req).await {
+                Ok(_) => Ok(Some(r.clone())),
+                Err(e) => delivered_anyway(e).map(|_| Some(r.clone())),
+            };
         }
         let channel = thread
             .map(|r| r.channel.clone())
@@ -141,7 +209,10 @@ impl Slack {
             .unwrap_or_default();
         let mut req = SlackApiChatPostMessageRequest::new(SlackChannelId::new(channel), content);
         req.thread_ts = thread.map(|r| SlackTs::new(r.ts.clone()));
-        let resp = session.chat_post_message(&req).await.map_err(failed)?;
+        let resp = match session.chat_post_message(&req).await {
+            Ok(r) => r,
+            Err(e) => return delivered_anyway(e),
+        };
         Ok(Some(SlackRef {
             channel: resp.channel.to_string(),
             ts: resp.ts.to_string(),
@@ -184,7 +255,7 @@ fn where_(labels: &std::collections::BTreeMap<String, String>) -> String {
     ];
     let parts: Vec<String> = keys
         .iter()
-        .filter_map(|k| labels.get(*k).map(|v| format!("{k}=`{v}`")))
+        .filter_map(|k| labels.get(*k).map(|v| format!("{k}=`{}`", escape(v))))
         .collect();
     if parts.is_empty() {
         "(all)".to_owned()
@@ -235,6 +306,9 @@ pub fn message(n: &Notification, title: Option<&str>) -> SlackMessageContent {
     } else {
         head
     };
+    // The header block is plain text, shown as is; the fallback `text` (what notifications
+    // show) is mrkdwn, so the data in it is escaped. A receiver's own title is markup.
+    let fallback = title.map_or_else(|| escape(&head), str::to_owned);
     let head = title.map_or(head, str::to_owned);
     let mut blocks: Vec<SlackBlock> = vec![
         SlackHeaderBlock::new(SlackBlockPlainText::new(head.chars().take(150).collect()).into())
@@ -258,7 +332,7 @@ pub fn message(n: &Notification, title: Option<&str>) -> SlackMessageContent {
         };
         let mut text = format!(
             "*{}* {} — {}\n{}",
-            a.name(),
+            escape(a.name()),
             where_(&a.labels),
             state,
             how_bad
@@ -272,7 +346,7 @@ pub fn message(n: &Notification, title: Option<&str>) -> SlackMessageContent {
             .get("summary")
             .or_else(|| a.annotations.get("description"))
         {
-            text.push_str(&format!("\n{s}"));
+            text.push_str(&format!("\n{}", escape(s)));
         }
         let mut links = Vec::new();
         if let Some(r) = a
@@ -281,20 +355,24 @@ pub fn message(n: &Notification, title: Option<&str>) -> SlackMessageContent {
             .or_else(|| a.annotations.get("runbook"))
         {
             if r.starts_with("http://") || r.starts_with("https://") {
-                links.push(format!("<{r}|runbook>"));
+                links.push(format!("<{}|runbook>", link_url(r)));
             } else {
-                text.push_str(&format!("\n_Runbook:_ {r}"));
+                text.push_str(&format!("\n_Runbook:_ {}", escape(r)));
             }
         }
         if let Some(d) = &n.dashboard_url {
             let host = a.labels.get("instance").or_else(|| a.labels.get("host"));
             match host {
-                Some(h) => links.push(format!("<{d}/hosts/{h}|dashboard>")),
-                None => links.push(format!("<{d}/alerts|dashboard>")),
+                Some(h) => links.push(format!(
+                    "<{}/hosts/{}|dashboard>",
+                    link_url(d),
+                    path_segment(h)
+                )),
+                None => links.push(format!("<{}/alerts|dashboard>", link_url(d))),
             }
         }
         if !a.generator_url.is_empty() {
-            links.push(format!("<{}|query>", a.generator_url));
+            links.push(format!("<{}|query>", link_url(&a.generator_url)));
         }
         if !links.is_empty() {
             text.push_str(&format!("\n{}", links.join(" · ")));
@@ -310,7 +388,7 @@ pub fn message(n: &Notification, title: Option<&str>) -> SlackMessageContent {
         );
     }
     SlackMessageContent::new()
-        .with_text(head)
+        .with_text(fallback)
         .with_blocks(blocks)
 }
 
@@ -337,7 +415,10 @@ pub fn digest(ns: &[Notification]) -> SlackMessageContent {
             .first()
             .map(|a| where_(&a.labels))
             .unwrap_or_default();
-        lines.push(format!("• *{name}* {wh}: {f} firing, {r} resolved"));
+        lines.push(format!(
+            "• *{}* {wh}: {f} firing, {r} resolved",
+            escape(&name)
+        ));
     }
     if ns.len() > 20 {
         lines.push(format!("• and {} more groups", ns.len() - 20));

@@ -162,7 +162,16 @@ async fn rules(
             })
         })
         .collect();
-    Ok(success(json!({ "groups": groups })))
+    // What the delivery configuration warns of (a Slack credentials file that cannot be
+    // read), for the dashboard's Rules page; Prometheus clients ignore the extra key.
+    let warnings = s
+        .alerting
+        .as_ref()
+        .map(|a| a.am.config().warnings.clone())
+        .unwrap_or_default();
+    Ok(success(
+        json!({ "groups": groups, "alertingWarnings": warnings }),
+    ))
 }
 
 async fn alerts(State(s): State<Arc<AppState>>) -> Response {

@@ -19,11 +19,11 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::ingest::remote_write::{Format, Ingest, WriteError};
-use nunchi_codec::remote_write_v2;
 use crate::query::parse::{MAX_DURATION_SECS, MAX_TIME_MS};
 use crate::query::{QueryError, QueryLimits, QueryResult};
 use crate::remote::ForwardError;
 use crate::storage::{Storage, now_ms};
+use nunchi_codec::remote_write_v2;
 
 /// What the handlers share.
 pub struct AppState {
@@ -242,7 +242,11 @@ async fn write(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let format = match Format::of(text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING)) {
         Ok(f) => f,
         Err(e) => return s.ingest.refused(e).into_response(),

@@ -122,10 +122,15 @@ pub enum Format {
 impl Format {
     /// The format `Content-Type` and `Content-Encoding` name, as Prometheus' receiver
     /// reads them.
-    pub fn of(content_type: Option<&str>, content_encoding: Option<&str>) -> Result<Format, WriteError> {
+    pub fn of(
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Result<Format, WriteError> {
         if let Some(enc) = content_encoding
             && !enc.trim().is_empty()
-            && !enc.trim().eq_ignore_ascii_case(remote_write::CONTENT_ENCODING)
+            && !enc
+                .trim()
+                .eq_ignore_ascii_case(remote_write::CONTENT_ENCODING)
         {
             return Err(WriteError::Unsupported(format!(
                 "unsupported Content-Encoding {enc:?}: remote_write bodies are snappy"

@@ -10,6 +10,9 @@ use crate::pages::{PageHead, error_view};
 #[derive(serde::Deserialize)]
 struct RulesData {
     groups: Vec<RuleGroup>,
+    /// What the alerting configuration warns of.
+    #[serde(default, rename = "alertingWarnings")]
+    alerting_warnings: Vec<String>,
 }
 
 /// The rules page.
@@ -21,14 +24,24 @@ pub fn Rules() -> impl IntoView {
         move || live.tick.get(),
         move |_| {
             let f = api.data::<RulesData>("/api/v1/rules".into());
-            async move { f.await.map(|d| d.groups) }
+            async move { f.await.map(|d| (d.groups, d.alerting_warnings)) }
         },
     );
     view! {
         <PageHead title="Rules".into() />
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
-                match groups.await {
+                let (groups, warnings) = match groups.await {
+                    Ok((g, w)) => (Ok(g), w),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                let warned = (!warnings.is_empty()).then(|| view! {
+                    <section class="panel warnings" data-warnings="alerting">
+                        <h2>"Alerting configuration"</h2>
+                        <ul>{warnings.into_iter().map(|w| view! { <li class="error">{w}</li> }).collect_view()}</ul>
+                    </section>
+                });
+                let body = match groups {
                     Ok(gs) if gs.is_empty() => view! { <p class="quiet">"No rule files are loaded (--rules)."</p> }.into_any(),
                     Ok(gs) => gs
                         .into_iter()
@@ -78,7 +91,8 @@ pub fn Rules() -> impl IntoView {
                         .collect_view()
                         .into_any(),
                     Err(e) => error_view(e),
-                }
+                };
+                view! { {warned} {body} }.into_any()
             })}
         </Transition>
     }
