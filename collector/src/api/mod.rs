@@ -298,9 +298,14 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
         let headers = req.headers().clone();
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError {
+                status: e.status(),
+                kind: "bad_data",
+                message: format!("cannot read the request: {}", e.body_text()),
+            }
+            .into_response()
+        })?;
         Ok(Params::from(&method, query, &headers, &body))
     }
 }

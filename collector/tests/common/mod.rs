@@ -149,6 +149,11 @@ impl Collector {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The remote_write URL.
     pub fn write_url(&self) -> String {
         format!("{}/api/v1/write", self.base)
