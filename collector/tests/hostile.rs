@@ -103,6 +103,20 @@ async fn hostile_queries_are_refused_or_stopped_and_the_collector_stays_up() {
         );
         alive(&c).await;
     }
+    // The same as a series selector (`match[]` of /series, /labels, /label/NAME/values).
+    for path in ["/api/v1/series", "/api/v1/labels"] {
+        let q = format!("{}up", "-".repeat(10_000));
+        let (status, v) = ask(&c, path, &[("match[]", &q)]).await;
+        assert_eq!(status, 400, "{path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("query.max_depth"),
+            "{v}"
+        );
+        alive(&c).await;
+    }
     // The same through the dashboard's Explore link: an error page, not an abort.
     for (what, q) in nested(10_000) {
         let url = format!("{}/explore?query={}", c.base, common::urlencode(&q));

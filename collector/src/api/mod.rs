@@ -337,12 +337,15 @@ impl Params {
     }
 
     /// The `match[]` selectors.
-    fn matchers(&self) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
+    fn matchers(
+        &self,
+        limits: &crate::query::TextLimits,
+    ) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
         self.all("match[]")
             .map(|m| {
                 let bad =
                     |e: String| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"));
-                match promql_parser::parser::parse(m).map_err(bad)? {
+                match crate::query::parse::parse_limited(m, limits).map_err(bad)? {
                     promql_parser::parser::Expr::VectorSelector(vs) => {
                         if !vs.matchers.or_matchers.is_empty() {
                             return Err(
@@ -509,7 +512,7 @@ async fn labels(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, A
         Err(r) => return Ok(success(r.api("/api/v1/labels", &p.0).await?)),
     };
     let (start, end) = p.span()?;
-    let mut names = storage.label_names(&p.matchers()?, start, end);
+    let mut names = storage.label_names(&p.matchers(&s.limits.text)?, start, end);
     names.truncate(p.limit()?.unwrap_or(usize::MAX));
     Ok(success(names))
 }
@@ -519,7 +522,7 @@ async fn series(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, A
         Ok(st) => st,
         Err(r) => return Ok(success(r.api("/api/v1/series", &p.0).await?)),
     };
-    let sets = p.matchers()?;
+    let sets = p.matchers(&s.limits.text)?;
     if sets.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
@@ -554,7 +557,7 @@ async fn label_values(
         }
     };
     let (start, end) = p.span()?;
-    let mut values = storage.label_values(&name, &p.matchers()?, start, end);
+    let mut values = storage.label_values(&name, &p.matchers(&s.limits.text)?, start, end);
     values.truncate(p.limit()?.unwrap_or(usize::MAX));
     Ok(success(values))
 }
