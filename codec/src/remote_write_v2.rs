@@ -7,7 +7,10 @@
 //! - an odd number of label references, or one outside the table (400 in Prometheus);
 //! - a label name given twice in one series;
 //! - a series with native histograms ([`V2Error::Unsupported`]: the caller answers 415,
-//!   so that a sender falls back to 1.0 rather than losing them).
+//!   so that a sender falls back to 1.0 rather than losing them);
+//! - a request whose strings, once every reference is resolved, would take more than
+//!   `max_bytes` ([`V2Error::TooLarge`]: one long symbol referred to by a million series
+//!   is small on the wire and huge resolved).
 //!
 //! Start (created) timestamps are accepted and not kept, as Prometheus does unless its
 //! created-timestamp feature is on; exemplars are counted, not kept.
@@ -127,6 +130,12 @@ pub enum V2Error {
     /// The request carries what this receiver does not store yet.
     #[error("{0}")]
     Unsupported(String),
+    /// Resolved, the request's strings would take more than the limit.
+    #[error("the request's labels and metadata would take more than {limit} bytes resolved")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// A 2.0 request as 1.0, with what it carried that 1.0 does not.
@@ -143,16 +152,24 @@ pub fn decode(raw: &[u8]) -> Result<Request, V2Error> {
     Ok(Request::decode(raw)?)
 }
 
-/// Resolves a 2.0 request's references into a 1.0 request.
-pub fn into_v1(req: Request) -> Result<Converted, V2Error> {
+/// Resolves a 2.0 request's references into a 1.0 request whose strings take at most
+/// `max_bytes`.
+pub fn into_v1(req: Request, max_bytes: usize) -> Result<Converted, V2Error> {
     let symbols = &req.symbols;
+    let resolved = std::cell::Cell::new(0usize);
     let symbol = |r: u32, what: &str, series: usize| {
-        symbols.get(r as usize).cloned().ok_or_else(|| {
+        let s = symbols.get(r as usize).ok_or_else(|| {
             V2Error::Invalid(format!(
                 "series {series}: {what} {r} is outside of the symbols table (size {})",
                 symbols.len()
             ))
-        })
+        })?;
+        let total = resolved.get().saturating_add(s.len());
+        if total > max_bytes {
+            return Err(V2Error::TooLarge { limit: max_bytes });
+        }
+        resolved.set(total);
+        Ok(s.clone())
     };
     let mut out = WriteRequest::default();
     let mut exemplars = 0u64;
@@ -262,7 +279,7 @@ mod tests {
     #[test]
     fn references_resolve_into_labels_samples_and_metadata() {
         let raw = request(vec![1, 2, 3, 4]).encode_to_vec();
-        let c = into_v1(decode(&raw).expect("decodes")).expect("converts");
+        let c = into_v1(decode(&raw).expect("decodes"), 1 << 20).expect("converts");
         let ts = &c.request.timeseries[0];
         assert_eq!(ts.labels[0].name, "__name__");
         assert_eq!(ts.labels[1].value, "node");
@@ -282,7 +299,7 @@ mod tests {
                 "label \"job\" is given more than once",
             ),
         ] {
-            let e = into_v1(request(refs)).expect_err("refused");
+            let e = into_v1(request(refs), 1 << 20).expect_err("refused");
             assert!(
                 matches!(e, V2Error::Invalid(_)) && e.to_string().contains(want),
                 "{e}"
@@ -290,7 +307,14 @@ mod tests {
         }
         let mut r = request(vec![1, 2]);
         r.timeseries[0].histograms.push(Histogram { timestamp: 1 });
-        assert!(matches!(into_v1(r), Err(V2Error::Unsupported(_))));
+        assert!(matches!(into_v1(r, 1 << 20), Err(V2Error::Unsupported(_))));
+        let mut big = request(vec![1, 2]);
+        big.symbols[2] = "x".repeat(1000);
+        big.timeseries = vec![big.timeseries[0].clone(); 100];
+        assert!(matches!(
+            into_v1(big, 50_000),
+            Err(V2Error::TooLarge { .. })
+        ));
         assert!(decode(&[0xff, 0xff, 0xff]).is_err());
     }
 }

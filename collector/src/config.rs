@@ -362,8 +362,9 @@ impl CollectorConfig {
         if self.query.max_length < 16 {
             return Err(invalid("query.max_length", "must be at least 16 bytes"));
         }
-        if !(8..=100_000).contains(&self.query.max_depth) {
-            return Err(invalid("query.max_depth", "must be between 8 and 100000"));
+        // Parsing, planning and dropping a tree recurse on the runtime's 2 MiB stacks.
+        if !(8..=2_000).contains(&self.query.max_depth) {
+            return Err(invalid("query.max_depth", "must be between 8 and 2000"));
         }
         if self.query.result_cache_fresh_window.is_zero() {
             return Err(invalid(

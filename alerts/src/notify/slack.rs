@@ -61,6 +61,24 @@ fn connector(
 /// not the documented answer.
 fn delivered_anyway(e: SlackClientError) -> Result<Option<SlackRef>, AttemptError> {
     match e {
+        // A JSON body that says `"ok": false` (a 429 whose body did not parse, an error
+        // without its `error` field) is a refusal all the same.
+        SlackClientError::ProtocolError(p)
+            if p.json_body.as_deref().is_some_and(|b| {
+                serde_json::from_str::<serde_json::Value>(b)
+                    .is_ok_and(|v| v.get("ok") == Some(&serde_json::Value::Bool(false)))
+            }) =>
+        {
+            Err(AttemptError {
+                status: None,
+                message: format!(
+                    "Slack refused the message: {}",
+                    p.json_body.unwrap_or_default()
+                ),
+                retry_after: None,
+                retryable: true,
+            })
+        }
         SlackClientError::ProtocolError(p) => {
             tracing::warn!(error = %p, "Slack answered 2xx with a body it does not document; counted as delivered (no thread)");
             Ok(None)

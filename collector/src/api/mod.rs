@@ -247,6 +247,10 @@ async fn write(
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
+    // Who is asking is settled before what they sent.
+    if let Err(e) = s.ingest.authenticate(auth) {
+        return s.ingest.refused(e).into_response();
+    }
     let format = match Format::of(text(header::CONTENT_TYPE), text(header::CONTENT_ENCODING)) {
         Ok(f) => f,
         Err(e) => return s.ingest.refused(e).into_response(),
@@ -592,9 +596,9 @@ async fn metadata(
     )))
 }
 
-async fn exemplars(p: Params) -> Result<Response, ApiError> {
+async fn exemplars(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
     // Exemplars are not stored: a valid request gets an empty answer.
-    crate::query::parse(p.required("query")?)?;
+    crate::query::parse_with(p.required("query")?, &s.limits.text)?;
     p.span()?;
     Ok(success(Vec::<()>::new()))
 }

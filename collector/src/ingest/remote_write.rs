@@ -106,6 +106,9 @@ impl From<V2Error> for WriteError {
             V2Error::Protobuf(e) => WriteError::Decode(DecodeError::Protobuf(e)),
             V2Error::Invalid(m) => WriteError::Labels(m),
             V2Error::Unsupported(m) => WriteError::Unsupported(m),
+            e @ V2Error::TooLarge { .. } => {
+                WriteError::Labels(format!("{e} (limits.max_decompressed_size)"))
+            }
         }
     }
 }
@@ -309,7 +312,7 @@ impl Ingest {
             Format::V1 => remote_write::decode(&body, max)?,
             Format::V2 => {
                 let raw = remote_write::decompress(&body, max)?;
-                remote_write_v2::into_v1(remote_write_v2::decode(&raw)?)?.request
+                remote_write_v2::into_v1(remote_write_v2::decode(&raw)?, max)?.request
             }
         };
         check_duplicate_names(&req)?;

@@ -79,6 +79,8 @@ impl<'a> Evaluator<'a> {
         cancel: Cancel,
         max_samples: usize,
     ) -> Self {
+        // What loading took counts against the same limit.
+        let loaded_samples: usize = loaded.values().flatten().map(|s| s.runs.len()).sum();
         Evaluator {
             loaded,
             start,
@@ -87,7 +89,7 @@ impl<'a> Evaluator<'a> {
             subquery_step,
             subquery_results: (start < end).then(RefCell::default),
             cancel,
-            budget: Cell::new(max_samples),
+            budget: Cell::new(max_samples.saturating_sub(loaded_samples)),
             max_samples,
             label_memo: RefCell::default(),
             interned: RefCell::default(),
@@ -217,15 +219,20 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The inner result of a subquery at one of its steps.
-    fn subquery_point(&self, sq: &SubqueryExpr, ti: i64) -> Result<Rc<Vec<Element>>, QueryError> {
+    /// The inner result of a subquery at one of its steps, and whether it was computed now
+    /// (not kept from an earlier step of a range query).
+    fn subquery_point(
+        &self,
+        sq: &SubqueryExpr,
+        ti: i64,
+    ) -> Result<(Rc<Vec<Element>>, bool), QueryError> {
         let key = (sq as *const _ as usize, ti);
         if let Some(v) = self
             .subquery_results
             .as_ref()
             .and_then(|r| r.borrow().get(&key).cloned())
         {
-            return Ok(v);
+            return Ok((v, false));
         }
         let v = Rc::new(match self.eval(&sq.expr, ti)? {
             Value::Vector(v) => v,
@@ -242,7 +249,7 @@ impl<'a> Evaluator<'a> {
         if let Some(r) = &self.subquery_results {
             r.borrow_mut().insert(key, v.clone());
         }
-        Ok(v)
+        Ok((v, true))
     }
 
     /// A subquery's series at `t`.
@@ -256,13 +263,19 @@ impl<'a> Evaluator<'a> {
         if ti < end - range {
             ti += step;
         }
-        // Every step costs at least one sample's worth, counted before any is computed.
+        // The window must fit what is left of the budget before any step is computed (so
+        // `x[1y:1ms]` is refused at once); each step computed (not one kept from an earlier
+        // window of a range query) then costs a sample's worth, or its samples.
         let steps = if ti <= end { (end - ti) / step + 1 } else { 0 };
-        self.spend(usize::try_from(steps).unwrap_or(usize::MAX))?;
+        if usize::try_from(steps).unwrap_or(usize::MAX) > self.budget.get() {
+            return Err(QueryError::TooManySamples(self.max_samples));
+        }
         while ti <= end {
             self.cancel.check()?;
-            let point = self.subquery_point(sq, ti)?;
-            self.spend(point.len().saturating_sub(1))?;
+            let (point, computed) = self.subquery_point(sq, ti)?;
+            if computed {
+                self.spend(point.len().max(1))?;
+            }
             for e in point.iter() {
                 by_labels
                     .entry(e.labels.clone())
@@ -275,7 +288,10 @@ impl<'a> Evaluator<'a> {
                         value: e.value,
                     });
             }
-            ti += step;
+            match ti.checked_add(step) {
+                Some(next) => ti = next,
+                None => break,
+            }
         }
         let windows = order
             .into_iter()

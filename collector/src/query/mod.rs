@@ -573,6 +573,16 @@ impl<'q, Q: Querier> Engine<'q, Q> {
                     step,
                     n: ((end - start) / step + 1) as usize,
                 };
+                // Evaluated series by series, a query holds at most one value per step of
+                // each series it read (and the samples it loaded): counted before it runs,
+                // as Prometheus counts each step's points. The pass is bounded by that; it
+                // is not cancelled part-way.
+                let series: usize = loaded.values().map(Vec::len).sum();
+                let samples: usize = loaded.values().flatten().map(|s| s.runs.len()).sum();
+                if series.saturating_mul(steps.n).saturating_add(samples) > max {
+                    return Err(QueryError::TooManySamples(max));
+                }
+                cancel.check()?;
                 if let Some(tracks) = range::eval(&loaded, &expr, &steps, lookback) {
                     cancel.check()?;
                     let eval_ms = began.elapsed().as_secs_f64() * 1000.0;

@@ -18,8 +18,8 @@
 
 use lrpar::{Lexeme, Lexer, NonStreamingLexer};
 use promql_parser::parser::token::{
-    T_AT, T_COLON, T_DURATION, T_LEFT_BRACE, T_LEFT_BRACKET, T_LEFT_PAREN, T_NUMBER, T_OFFSET,
-    T_RIGHT_BRACE, T_RIGHT_PAREN, T_SUB, TokenId, TokenType,
+    T_ADD, T_AT, T_COLON, T_DURATION, T_LEFT_BRACE, T_LEFT_BRACKET, T_LEFT_PAREN, T_NUMBER,
+    T_OFFSET, T_RIGHT_BRACE, T_RIGHT_PAREN, T_SUB, TokenId, TokenType,
 };
 use promql_parser::parser::{self, Expr};
 
@@ -136,11 +136,12 @@ pub fn check(q: &str, limits: &TextLimits) -> Result<(), String> {
         }
         let text = lexer.span_str(span);
         let duration_here = matches!(before, [_, Some(T_LEFT_BRACKET | T_COLON | T_OFFSET)])
-            || before == [Some(T_OFFSET), Some(T_SUB)];
+            || matches!(before, [Some(T_OFFSET), Some(T_SUB | T_ADD)]);
         if tok == T_DURATION || (tok == T_NUMBER && duration_here) {
             check_duration(text).map_err(|e| format!("{}: {e}", at(span)))?;
         }
-        let at_here = matches!(before, [_, Some(T_AT)]) || before == [Some(T_AT), Some(T_SUB)];
+        let at_here = matches!(before, [_, Some(T_AT)])
+            || matches!(before, [Some(T_AT), Some(T_SUB | T_ADD)]);
         if tok == T_NUMBER && at_here {
             check_at(text).map_err(|e| format!("{}: {e}", at(span)))?;
         }
@@ -156,11 +157,12 @@ pub fn check(q: &str, limits: &TextLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// The line and column (both from 1, the column in characters) of byte `pos` in `q`.
+/// The line and column (both from 1, the column in bytes, as Prometheus counts) of byte
+/// `pos` in `q`.
 fn line_col(q: &str, pos: usize) -> (usize, usize) {
     let before = q.get(..pos).unwrap_or(q);
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
     (line, col)
 }
 
@@ -246,6 +248,9 @@ mod tests {
             "x offset 1e30",
             "x[1e30]",
             "x offset -1e30",
+            "x offset +1e30",
+            "x offset +Inf",
+            "max_over_time(x[5m:1m] @ +1e300)",
             "rate(x[5m:1e30])",
             "x[300y]",
             "x @ 1e300",
