@@ -2,8 +2,8 @@
 //! stores series in an embedded time-series store, and answers PromQL on the Prometheus
 //! HTTP API.
 //!
-//! Data path, by module: [`ingest`] (remote_write, scrape) → [`storage`] (write-ahead log,
-//! head, persisted chunks) → [`query`] (PromQL) → [`api`] (HTTP). [`run`] wires them.
+//! Data path, by module: [`ingest`] (remote_write, scrape) → [`storage`] (the `nunchi-tsdb`
+//! crate: write-ahead log, head, persisted chunks) → [`query`] (PromQL) → [`api`] (HTTP). [`run`] wires them.
 //! In remote storage mode [`remote`] takes the place of [`storage`] and [`query`]: the
 //! [`backend`] hides which is in use. [`rules`] evaluates rule files over the backend and
 //! [`alerting`] hands their alerts to delivery (`nunchi-alerts`).
@@ -16,7 +16,7 @@ pub mod ingest;
 pub mod query;
 pub mod remote;
 pub mod rules;
-pub mod storage;
+pub use nunchi_tsdb as storage;
 pub mod web;
 
 use std::sync::Arc;

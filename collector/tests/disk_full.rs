@@ -74,7 +74,7 @@ async fn storage_recovers_after_the_disk_was_full_and_keeps_every_acknowledged_s
     let t0 = now_ms() - 600_000;
     let mut acked: Vec<(String, i64)> = Vec::new();
     let mut refused = 0;
-    let mut write = |i: usize| {
+    let write = |i: usize| {
         let name = format!("s{}", i % 20);
         let t = t0 + i as i64 * 100;
         (name, t)

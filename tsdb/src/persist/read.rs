@@ -17,9 +17,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{IN_LIST, Persist, PersistError, id_list};
-use crate::storage::block::{self, RollupPoint};
-use crate::storage::index::{RefMap, SeriesRef};
-use crate::storage::{Block, Samples};
+use crate::block::{self, RollupPoint};
+use crate::index::{RefMap, SeriesRef};
+use crate::{Block, Samples};
 
 /// Compacted blocks, decoded, so a time range read again is neither read from the database
 /// nor decompressed again (a dashboard reads the same day every refresh). Keyed by series
