@@ -13,7 +13,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod ingest;
-pub mod query;
+pub use nunchi_promql as query;
 pub mod remote;
 pub mod rules;
 pub use nunchi_tsdb as storage;

@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use crate::storage::{RollupPoint, Samples, SelectedRollup, SelectedSeries, StorageError};
 use gate::{Cancel, Lane, QueryGate};
+use nunchi_tsdb::{RollupPoint, Samples, SelectedRollup, SelectedSeries, StorageError};
 pub use parse::TextLimits;
 pub use value::{Element, QueryResult, Value, format_value};
 
@@ -89,14 +89,14 @@ pub trait Querier: Send + Sync {
     fn rollup_resolution_ms(&self) -> i64;
 }
 
-impl Querier for crate::storage::Storage {
+impl Querier for nunchi_tsdb::Storage {
     async fn select(
         &self,
         matchers: &[promql_parser::label::Matcher],
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SelectedSeries>, StorageError> {
-        crate::storage::Storage::select(self, matchers, mint, maxt).await
+        nunchi_tsdb::Storage::select(self, matchers, mint, maxt).await
     }
 
     async fn select_rollup(
@@ -105,7 +105,7 @@ impl Querier for crate::storage::Storage {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SelectedRollup>, StorageError> {
-        crate::storage::Storage::select_rollup(self, matchers, mint, maxt).await
+        nunchi_tsdb::Storage::select_rollup(self, matchers, mint, maxt).await
     }
 
     fn rollup_resolution_ms(&self) -> i64 {
@@ -199,7 +199,7 @@ pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
 }
 
 /// A selector's matchers, its metric name included (the parser keeps the name apart).
-pub(crate) fn selector_matchers(vs: &VectorSelector) -> Vec<promql_parser::label::Matcher> {
+pub fn selector_matchers(vs: &VectorSelector) -> Vec<promql_parser::label::Matcher> {
     let mut m = vs.matchers.matchers.clone();
     if let Some(name) = &vs.name
         && !m.iter().any(|x| x.name == nunchi_model::METRIC_NAME)

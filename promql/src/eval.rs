@@ -27,7 +27,7 @@ use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 use super::gate::Cancel;
 use super::value::{Element, Value};
 use super::{Loaded, LoadedSeries, QueryError, at_time, selector_time};
-use crate::storage::RollupPoint;
+use nunchi_tsdb::RollupPoint;
 
 /// The samples one series has in a range window.
 pub(crate) struct Window<'a> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use nunchi_model::{Labels, Sample, is_stale_nan};
 
-use crate::storage::{Cadence, Samples};
+use nunchi_tsdb::{Cadence, Samples};
 use promql_parser::parser::token::{
     T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM, TokenId,
 };
@@ -836,7 +836,7 @@ fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Block;
+    use nunchi_tsdb::Block;
 
     /// A small deterministic generator (xorshift), so failures reproduce.
     struct Gen(u64);

@@ -11,7 +11,7 @@ use promql_parser::parser::{Call, Expr};
 use super::QueryError;
 use super::eval::{Evaluator, RangeArg, Window, absent_labels};
 use super::value::{Element, Value};
-use crate::storage::RollupPoint;
+use nunchi_tsdb::RollupPoint;
 
 fn arg(c: &Call, i: usize) -> Result<&Expr, QueryError> {
     c.args.args.get(i).map(|b| b.as_ref()).ok_or_else(|| {

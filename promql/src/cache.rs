@@ -20,7 +20,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use promql_parser::parser::Expr;
 
 use super::{Engine, Querier, QueryError, QueryResult, data_span};
-use crate::storage::ChangeObserver;
+use nunchi_tsdb::ChangeObserver;
 
 /// Answers kept per query, step and phase (different time ranges over the same query).
 const ENTRIES_PER_KEY: usize = 4;
@@ -140,7 +140,7 @@ impl ResultCache {
     ) -> Result<QueryResult, QueryError> {
         engine.check_range(expr, start, end, step)?;
         let rollup = engine.uses_rollup(start, end, step);
-        let settled = crate::storage::now_ms().saturating_sub(self.fresh_ms());
+        let settled = nunchi_tsdb::now_ms().saturating_sub(self.fresh_ms());
         let span = data_span(expr, start, end, &engine.limits);
         let cacheable = match span {
             Some((from, to)) if !bypass && to <= end && start <= settled => Some(from),
@@ -291,7 +291,7 @@ impl ResultCache {
 
 impl ChangeObserver for ResultCache {
     fn samples_written(&self, oldest_ms: i64) {
-        if oldest_ms <= crate::storage::now_ms().saturating_sub(self.fresh_ms()) {
+        if oldest_ms <= nunchi_tsdb::now_ms().saturating_sub(self.fresh_ms()) {
             self.clear("late_write");
         }
     }
@@ -473,9 +473,9 @@ mod tests {
         assert!(c.lookup(&key("old"), 0, 1000).is_none());
         assert!(c.lookup(&key("new"), 0, 1000).is_some());
         // A write of samples from now: nothing kept can depend on it.
-        c.samples_written(crate::storage::now_ms());
+        c.samples_written(nunchi_tsdb::now_ms());
         assert!(c.lookup(&key("new"), 0, 1000).is_some());
-        c.samples_written(crate::storage::now_ms() - 600_000);
+        c.samples_written(nunchi_tsdb::now_ms() - 600_000);
         let generation = c.generation.load(Ordering::SeqCst);
         assert_eq!(generation, 1);
         assert!(c.lookup(&key("new"), generation, 1000).is_none());
