@@ -1,7 +1,7 @@
-//! Wiring of rules to delivery: [`Alerting`] holds the rule [`Manager`] and the
-//! [`Alertmanager`] and implements the manager's two narrow interfaces over the
-//! `nunchi-alerts` crate (alerts and scale requests to the dispatcher, alert state to the
-//! delivery store). Reload re-reads the rule files and the delivery configuration; either
+//! Wiring of rules to storage, the query engine and delivery: [`Alerting`] holds the rule
+//! [`Manager`] and the [`Alertmanager`] and implements the manager's narrow interfaces:
+//! queries and appends over the [`Backend`], and over the `nunchi-alerts` crate alerts and
+//! scale requests to the dispatcher and alert state to the delivery store. Reload re-reads the rule files and the delivery configuration; either
 //! one broken leaves both as they were.
 
 use std::path::PathBuf;
@@ -11,7 +11,9 @@ use futures_util::future::BoxFuture;
 use nunchi_alerts::{Alertmanager, Config, Store};
 use nunchi_model::{Alert, ScaleRequest};
 
-use crate::rules::manager::{Manager, Notify, ReloadError, StateStore};
+use crate::backend::Backend;
+use crate::query::{QueryError, QueryLimits, QueryResult};
+use crate::rules::manager::{Appendable, Manager, Notify, Queryable, ReloadError, StateStore};
 
 /// Why alerting could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,36 @@ pub struct Alerting {
     pub am: Alertmanager,
     /// The delivery configuration file, if any.
     pub config_path: Option<PathBuf>,
+}
+
+/// Rule queries and writes over the backend (rule queries take no client query slot).
+struct RulesBackend(Backend);
+
+impl Queryable for RulesBackend {
+    fn instant<'a>(
+        &'a self,
+        expr: &'a promql_parser::parser::Expr,
+        text: &'a str,
+        t: i64,
+        limits: QueryLimits,
+    ) -> BoxFuture<'a, Result<QueryResult, QueryError>> {
+        Box::pin(self.0.instant_expr(expr, text, t, limits))
+    }
+}
+
+impl Appendable for RulesBackend {
+    fn append<'a>(
+        &'a self,
+        series: &'a [nunchi_model::Series],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .write_series(series)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 struct ToAlertmanager(Alertmanager);
@@ -100,7 +132,9 @@ impl Alerting {
         let store = Store::connect(database_url).await?;
         let am = Alertmanager::start(config, store.clone(), opts.external_url.clone()).await?;
         tokio::spawn(am.clone().run(shutdown.clone()));
+        let backend = Arc::new(RulesBackend(backend));
         let manager = Manager::new(
+            backend.clone(),
             backend,
             Arc::new(ToAlertmanager(am.clone())),
             Some(Arc::new(RuleStates(store))),

@@ -15,7 +15,7 @@ pub mod config;
 pub mod ingest;
 pub use nunchi_promql as query;
 pub mod remote;
-pub mod rules;
+pub use nunchi_rules as rules;
 pub use nunchi_tsdb as storage;
 pub mod web;
 

@@ -44,7 +44,7 @@ impl V {
 
 /// Go's `%v` of a float64 (shortest form, exponent from 1e21).
 fn go_float(v: f64) -> String {
-    crate::query::format_value(v)
+    nunchi_promql::format_value(v)
 }
 
 /// Expands `template`.

@@ -23,7 +23,7 @@ use promql_parser::parser::Expr;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::query::TextLimits;
+use nunchi_promql::TextLimits;
 
 /// A rule file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -360,7 +360,7 @@ fn rule(
         Some(e) if !e.value.0.is_empty() => e.value.0,
         _ => return Err(in_group("field 'expr' must be set in rule".to_owned())),
     };
-    let expr = crate::query::parse::parse_limited(&expr_text, limits)
+    let expr = nunchi_promql::parse::parse_limited(&expr_text, limits)
         .map_err(|e| in_group(format!("could not parse expression: {e}")))?;
     let labels = strings(r.labels);
     for name in labels.keys() {

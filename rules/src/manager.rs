@@ -27,8 +27,29 @@ use tokio::task::JoinHandle;
 
 use super::alerting::{ActiveAlert, AlertingRule, Samples};
 use super::file::{self, Rule, RuleFileError, RuleKind};
-use crate::backend::Backend;
-use crate::query::{QueryError, QueryLimits, QueryResult};
+use nunchi_promql::{QueryError, QueryLimits, QueryResult};
+
+/// How rules read: an instant query of a parsed expression (`text` is the same, for a
+/// store that takes text) at a time, in ms (Prometheus' `QueryFunc`).
+pub trait Queryable: Send + Sync + 'static {
+    /// Evaluates `expr` at `t` within `limits`.
+    fn instant<'a>(
+        &'a self,
+        expr: &'a Expr,
+        text: &'a str,
+        t: i64,
+        limits: QueryLimits,
+    ) -> futures_util::future::BoxFuture<'a, Result<QueryResult, QueryError>>;
+}
+
+/// Where recorded series and `ALERTS` go (Prometheus' `Appendable`).
+pub trait Appendable: Send + Sync + 'static {
+    /// Stores `series`; the error says why not.
+    fn append<'a>(
+        &'a self,
+        series: &'a [Series],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
+}
 
 /// Where alerts and scale requests go (implemented over `nunchi_alerts` by the collector).
 pub trait Notify: Send + Sync + 'static {
@@ -134,7 +155,8 @@ type RunningGroup = (Arc<Mutex<GroupRun>>, JoinHandle<()>);
 
 /// The rule manager.
 pub struct Manager {
-    backend: Backend,
+    queryable: Arc<dyn Queryable>,
+    appendable: Arc<dyn Appendable>,
     notify: Arc<dyn Notify>,
     state: Option<Arc<dyn StateStore>>,
     opts: ManagerOptions,
@@ -177,14 +199,16 @@ fn samples_of(r: QueryResult) -> Result<Samples, String> {
 impl Manager {
     /// A manager with no groups yet; call [`Manager::reload`] to load the files.
     pub fn new(
-        backend: Backend,
+        queryable: Arc<dyn Queryable>,
+        appendable: Arc<dyn Appendable>,
         notify: Arc<dyn Notify>,
         state: Option<Arc<dyn StateStore>>,
         opts: ManagerOptions,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Manager> {
         Arc::new(Manager {
-            backend,
+            queryable,
+            appendable,
             notify,
             state,
             opts,
@@ -348,8 +372,8 @@ impl Manager {
 
     async fn query(&self, expr: &Expr, text: &str, ts: i64) -> Result<Samples, String> {
         let r: Result<QueryResult, QueryError> = self
-            .backend
-            .instant_expr(expr, text, ts, self.opts.limits)
+            .queryable
+            .instant(expr, text, ts, self.opts.limits)
             .await;
         r.map_err(|e| e.to_string()).and_then(samples_of)
     }
@@ -556,7 +580,7 @@ impl Manager {
             self.notify.send(alerts_out);
         }
         if !out_series.is_empty()
-            && let Err(e) = self.backend.write_series(&out_series).await
+            && let Err(e) = self.appendable.append(&out_series).await
         {
             tracing::warn!(group = %g.name, error = %e, "cannot store rule results");
         }
