@@ -1016,6 +1016,17 @@ async fn a_missing_slack_credentials_file_is_warned_of_at_load_and_read_at_send(
         w.contains("receivers[0].slack_configs[0].http_config.authorization.credentials_file"),
         "{rules}"
     );
+    // The Rules page says so too.
+    let page = common::http_get(format!("{}/rules", c.base))
+        .await
+        .expect("rules page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("Alerting configuration") && page.contains("credentials_file"),
+        "the Rules page does not show the warning"
+    );
     // The file appears: the next send reads it.
     std::fs::write(&token_file, format!("{}\n", slack.token)).expect("token");
     set(&c, "cpu_usage", &[("instance", "host-1")], 0.9).await;
