@@ -21,7 +21,6 @@ use crate::backend::Backend;
 use crate::ingest::remote_write::{Format, Ingest, WriteError};
 use crate::query::parse::{MAX_DURATION_SECS, MAX_TIME_MS};
 use crate::query::{QueryError, QueryLimits, QueryResult};
-use crate::remote::ForwardError;
 use crate::storage::{Storage, now_ms};
 use nunchi_codec::remote_write_v2;
 
@@ -39,29 +38,9 @@ pub struct AppState {
     pub alerting: Option<Arc<crate::alerting::Alerting>>,
 }
 
-/// The HTTP status a refused write gets.
-pub fn write_status(e: &WriteError) -> StatusCode {
-    match e {
-        WriteError::Unauthorized => StatusCode::UNAUTHORIZED,
-        WriteError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        WriteError::Decode(nunchi_codec::remote_write::DecodeError::TooLarge { .. }) => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
-        WriteError::Decode(_) | WriteError::Labels(_) | WriteError::Refused { .. } => {
-            StatusCode::BAD_REQUEST
-        }
-        WriteError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        WriteError::SeriesBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
-        WriteError::Storage(_) | WriteError::Remote(ForwardError::Unavailable(_)) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        WriteError::Remote(ForwardError::Refused { .. }) => StatusCode::BAD_REQUEST,
-    }
-}
-
 impl IntoResponse for WriteError {
     fn into_response(self) -> Response {
-        let status = write_status(&self);
+        let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = %self, "remote_write failed");
         } else {

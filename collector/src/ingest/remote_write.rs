@@ -82,6 +82,27 @@ pub enum WriteError {
 }
 
 impl WriteError {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            WriteError::Unauthorized => StatusCode::UNAUTHORIZED,
+            WriteError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WriteError::Decode(nunchi_codec::remote_write::DecodeError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            WriteError::Decode(_) | WriteError::Labels(_) | WriteError::Refused { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            WriteError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WriteError::SeriesBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WriteError::Storage(_) | WriteError::Remote(ForwardError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            WriteError::Remote(ForwardError::Refused { .. }) => StatusCode::BAD_REQUEST,
+        }
+    }
+
     /// The counter label for this refusal.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -289,7 +310,7 @@ impl Ingest {
 
     fn refuse(&self, name: &str, e: WriteError) -> WriteError {
         self.rejected.with_label_values(&[e.reason()]).inc();
-        let code = crate::api::write_status(&e).as_u16().to_string();
+        let code = e.status().as_u16().to_string();
         self.requests
             .with_label_values(&[name, code.as_str()])
             .inc();
