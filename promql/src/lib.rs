@@ -454,30 +454,47 @@ impl<'q, Q: Querier> Engine<'q, Q> {
             .map_err(|_| QueryError::Timeout("query execution"))?
     }
 
+    /// A copy of `expr` for the evaluation thread, and its data for `[start, end]` (loaded
+    /// data is keyed by the copy's nodes).
+    async fn load_copy(
+        &self,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        rollup: bool,
+    ) -> Result<(Arc<Expr>, Loaded), QueryError> {
+        let expr = Arc::new(expr.clone());
+        let began = std::time::Instant::now();
+        let loaded = self.load(&expr, start, end, rollup).await?;
+        tracing::debug!(
+            load_ms = began.elapsed().as_secs_f64() * 1000.0,
+            series = loaded.values().map(Vec::len).sum::<usize>(),
+            samples = loaded
+                .values()
+                .flatten()
+                .map(|s| s.runs.len())
+                .sum::<usize>(),
+            "query data loaded"
+        );
+        Ok((expr, loaded))
+    }
+
+    /// The lookback, default subquery step and sample limit, for the evaluation thread.
+    fn eval_settings(&self) -> (i64, i64, usize) {
+        (
+            self.lookback(),
+            self.subquery_step(),
+            self.limits.max_samples,
+        )
+    }
+
     /// Evaluates `expr` at `t` (ms).
     pub async fn instant(&self, expr: &Expr, t: i64) -> Result<QueryResult, QueryError> {
         let cancel = self.cancel();
         self.timed(async {
             let _slot = self.admit().await?;
-            // The tree goes to the evaluation thread; loaded data is keyed by its nodes.
-            let expr = Arc::new(expr.clone());
-            let began = std::time::Instant::now();
-            let loaded = self.load(&expr, t, t, false).await?;
-            tracing::debug!(
-                load_ms = began.elapsed().as_secs_f64() * 1000.0,
-                series = loaded.values().map(Vec::len).sum::<usize>(),
-                samples = loaded
-                    .values()
-                    .flatten()
-                    .map(|s| s.runs.len())
-                    .sum::<usize>(),
-                "instant query data loaded"
-            );
-            let (lookback, sq_step, max) = (
-                self.lookback(),
-                self.subquery_step(),
-                self.limits.max_samples,
-            );
+            let (expr, loaded) = self.load_copy(expr, t, t, false).await?;
+            let (lookback, sq_step, max) = self.eval_settings();
             gate::evaluate(self.lane, &cancel, move |cancel| {
                 let ev =
                     eval::Evaluator::new(&loaded, t, t, lookback, sq_step, cancel.clone(), max);
@@ -554,19 +571,9 @@ impl<'q, Q: Querier> Engine<'q, Q> {
         let cancel = self.cancel();
         self.timed(async {
             let _slot = self.admit().await?;
-            let expr = Arc::new(expr.clone());
             let began = std::time::Instant::now();
-            let loaded = self.load(&expr, start, end, rollup).await?;
-            tracing::debug!(
-                load_ms = began.elapsed().as_secs_f64() * 1000.0,
-                series = loaded.values().map(Vec::len).sum::<usize>(),
-                "range query data loaded"
-            );
-            let (lookback, sq_step, max) = (
-                self.lookback(),
-                self.subquery_step(),
-                self.limits.max_samples,
-            );
+            let (expr, loaded) = self.load_copy(expr, start, end, rollup).await?;
+            let (lookback, sq_step, max) = self.eval_settings();
             gate::evaluate(self.lane, &cancel, move |cancel| {
                 let steps = range::Steps {
                     start,
