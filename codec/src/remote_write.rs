@@ -101,6 +101,17 @@ pub enum MetricType {
     Stateset = 7,
 }
 
+/// A label name that `labels` give more than once, if any (labels sorted by name, as
+/// senders should send them, are checked without sorting).
+pub fn repeated_label_name(labels: &[Label]) -> Option<&str> {
+    if labels.windows(2).all(|w| w[0].name < w[1].name) {
+        return None;
+    }
+    let mut names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
+    names.sort_unstable();
+    names.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
 /// Why a remote_write body could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

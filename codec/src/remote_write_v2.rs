@@ -13,7 +13,7 @@
 //!   is small on the wire and huge resolved).
 //!
 //! Start (created) timestamps are accepted and not kept, as Prometheus does unless its
-//! created-timestamp feature is on; exemplars are counted, not kept.
+//! created-timestamp feature is on; exemplars are checked, not kept.
 //!
 //! The messages mirror `prompb/io/prometheus/write/v2/types.proto` field for field, as
 //! far as a receiver reads them; histogram fields other than those that show one is there
@@ -21,7 +21,9 @@
 
 use prost::Message;
 
-use crate::remote_write::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
+use crate::remote_write::{
+    Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest, repeated_label_name,
+};
 
 /// The `proto` parameter of a 2.0 request's `Content-Type`.
 pub const PROTO: &str = "io.prometheus.write.v2.Request";
@@ -138,15 +140,6 @@ pub enum V2Error {
     },
 }
 
-/// A 2.0 request as 1.0, with what it carried that 1.0 does not.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Converted {
-    /// The series, samples and metadata.
-    pub request: WriteRequest,
-    /// Exemplars the request carried (not kept).
-    pub exemplars: u64,
-}
-
 /// Decodes an uncompressed 2.0 request.
 pub fn decode(raw: &[u8]) -> Result<Request, V2Error> {
     Ok(Request::decode(raw)?)
@@ -154,7 +147,7 @@ pub fn decode(raw: &[u8]) -> Result<Request, V2Error> {
 
 /// Resolves a 2.0 request's references into a 1.0 request whose strings take at most
 /// `max_bytes`.
-pub fn into_v1(req: Request, max_bytes: usize) -> Result<Converted, V2Error> {
+pub fn into_v1(req: Request, max_bytes: usize) -> Result<WriteRequest, V2Error> {
     let symbols = &req.symbols;
     let resolved = std::cell::Cell::new(0usize);
     let symbol = |r: u32, what: &str, series: usize| {
@@ -172,7 +165,6 @@ pub fn into_v1(req: Request, max_bytes: usize) -> Result<Converted, V2Error> {
         Ok(s.clone())
     };
     let mut out = WriteRequest::default();
-    let mut exemplars = 0u64;
     for (i, ts) in req.timeseries.into_iter().enumerate() {
         if ts.labels_refs.len() % 2 != 0 {
             return Err(V2Error::Invalid(format!(
@@ -191,12 +183,9 @@ pub fn into_v1(req: Request, max_bytes: usize) -> Result<Converted, V2Error> {
             .iter()
             .find(|l| l.name == "__name__")
             .map_or(String::new(), |l| l.value.clone());
-        let mut names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        if let Some(repeated) = repeated_label_name(&labels) {
             return Err(V2Error::Invalid(format!(
-                "series {name:?}: label {:?} is given more than once",
-                w[0]
+                "series {name:?}: label {repeated:?} is given more than once"
             )));
         }
         if !ts.histograms.is_empty() {
@@ -215,7 +204,6 @@ pub fn into_v1(req: Request, max_bytes: usize) -> Result<Converted, V2Error> {
                 symbol(*r, "exemplar label ref", i)?;
             }
         }
-        exemplars += ts.exemplars.len() as u64;
         if let Some(m) = ts.metadata
             && (m.r#type != 0 || m.help_ref != 0 || m.unit_ref != 0)
         {
@@ -242,10 +230,7 @@ pub fn into_v1(req: Request, max_bytes: usize) -> Result<Converted, V2Error> {
                 .collect(),
         });
     }
-    Ok(Converted {
-        request: out,
-        exemplars,
-    })
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -279,14 +264,14 @@ mod tests {
     #[test]
     fn references_resolve_into_labels_samples_and_metadata() {
         let raw = request(vec![1, 2, 3, 4]).encode_to_vec();
-        let c = into_v1(decode(&raw).expect("decodes"), 1 << 20).expect("converts");
-        let ts = &c.request.timeseries[0];
+        let request = into_v1(decode(&raw).expect("decodes"), 1 << 20).expect("converts");
+        let ts = &request.timeseries[0];
         assert_eq!(ts.labels[0].name, "__name__");
         assert_eq!(ts.labels[1].value, "node");
         assert_eq!(ts.samples[0].timestamp, 1000);
-        assert_eq!(c.request.metadata[0].help, "help me");
-        assert_eq!(c.request.metadata[0].metric_family_name, "up");
-        assert_eq!(c.request.metadata[0].r#type, MetricType::Gauge as i32);
+        assert_eq!(request.metadata[0].help, "help me");
+        assert_eq!(request.metadata[0].metric_family_name, "up");
+        assert_eq!(request.metadata[0].r#type, MetricType::Gauge as i32);
     }
 
     #[test]

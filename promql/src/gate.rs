@@ -64,16 +64,6 @@ impl QueryGate {
         })
     }
 
-    /// The most client queries that run at once.
-    pub fn max_concurrency(&self) -> usize {
-        self.max_concurrency
-    }
-
-    /// Client queries running now.
-    pub fn running(&self) -> usize {
-        self.max_concurrency - self.slots.available_permits()
-    }
-
     /// Cancels every running and waiting query and refuses new ones (the collector is
     /// stopping).
     pub fn stop(&self) {
@@ -136,16 +126,6 @@ impl Cancel {
             gate,
             abandoned: Arc::new(AtomicBool::new(false)),
         }
-    }
-
-    /// A token that never trips by itself (benches and tests).
-    pub fn never() -> Cancel {
-        Cancel::new(Duration::from_secs(86400 * 365), None)
-    }
-
-    /// Time left before the deadline.
-    pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
     }
 
     /// `Err` once the query should stop.

@@ -333,7 +333,7 @@ impl Ingest {
             Format::V1 => remote_write::decode(&body, max)?,
             Format::V2 => {
                 let raw = remote_write::decompress(&body, max)?;
-                remote_write_v2::into_v1(remote_write_v2::decode(&raw)?, max)?.request
+                remote_write_v2::into_v1(remote_write_v2::decode(&raw)?, max)?
             }
         };
         check_duplicate_names(&req)?;
@@ -456,20 +456,14 @@ impl Ingest {
 /// the values silently).
 fn check_duplicate_names(req: &WriteRequest) -> Result<(), WriteError> {
     for ts in &req.timeseries {
-        if ts.labels.windows(2).all(|w| w[0].name < w[1].name) {
-            continue;
-        }
-        let mut names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        if let Some(repeated) = remote_write::repeated_label_name(&ts.labels) {
             let name = ts
                 .labels
                 .iter()
                 .find(|x| x.name == METRIC_NAME)
                 .map_or("", |x| x.value.as_str());
             return Err(WriteError::Labels(format!(
-                "series {name:?}: label {:?} is given more than once (duplicate label names)",
-                w[0]
+                "series {name:?}: label {repeated:?} is given more than once (duplicate label names)"
             )));
         }
     }
