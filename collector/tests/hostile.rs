@@ -311,6 +311,12 @@ async fn writes_are_answered_while_twenty_hostile_queries_run_and_sigterm_is_obe
     );
     let (status, v) = ask(&c, "/api/v1/query", &[("query", "during"), ("time", &now)]).await;
     assert!(status == 200 || status == 503, "{v}");
+    // Metadata queries take no query slot: answered while the twenty run, with every write.
+    let (status, v) = ask(&c, "/api/v1/series", &[("match[]", "during")]).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(40), "{v}");
+    let (status, v) = ask(&c, "/api/v1/labels", &[]).await;
+    assert_eq!(status, 200, "{v}");
 
     // SIGTERM while they are still running: the process stops promptly.
     let began = Instant::now();
