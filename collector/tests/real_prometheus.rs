@@ -213,3 +213,177 @@ async fn promql_answers_match_a_real_prometheus() {
         failures.join("\n")
     );
 }
+
+/// Writes `promql/tests/testdata/differential.test`: the data set and the queries of
+/// `testdata/promql_*.txt`, with the answers of a real Prometheus, in the `promqltest`
+/// format that `nunchi-promql`'s runner reads. The data starts at time 0, as `load` does,
+/// so time functions answer the same in the file. Run again after editing the query
+/// lists: `cargo test -p nunchi-collector --test real_prometheus -- --ignored
+/// write_promqltest_cases`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the promqltest file from a real Prometheus; run by hand"]
+async fn write_promqltest_cases() {
+    use std::fmt::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_prom, prom) = start_prometheus(
+        dir.path(),
+        "global:\n  scrape_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
+    )
+    .await;
+    let (step, end) = (15_000, 40 * 60_000);
+    let data = common::dataset::dataset(end);
+    let mut out = String::from(
+        "# Written by collector/tests/real_prometheus.rs (write_promqltest_cases) from the\n\
+         # answers of a real Prometheus to the queries of collector/tests/testdata/promql_*.txt\n\
+         # on the differential data set. Do not edit by hand: edit the query lists and rerun.\n\n\
+         load 15s\n",
+    );
+    for s in &data {
+        let (code, text) = common::push(
+            &format!("{prom}/api/v1/write"),
+            std::slice::from_ref(s),
+            None,
+        )
+        .await;
+        assert!((200..300).contains(&code), "prometheus: {code} {text}");
+        let mut vals = Vec::new();
+        for sample in &s.samples {
+            let k = (sample.timestamp_ms / step) as usize;
+            vals.resize(k, "_".to_owned());
+            vals.push(if nunchi_model::is_stale_nan(sample.value) {
+                "stale".to_owned()
+            } else {
+                format!("{:?}", sample.value)
+            });
+        }
+        let _ = writeln!(out, "    {} {}", series_text(&s.labels), vals.join(" "));
+    }
+    let queries = concat!(
+        include_str!("testdata/promql_core.txt"),
+        "\n",
+        include_str!("testdata/promql_full.txt")
+    );
+    let instants = [
+        3 * 60_000,
+        14 * 60_000 + 7_000,
+        20 * 60_000 + 30_000,
+        33 * 60_000,
+        end,
+    ];
+    let mut cases = 0;
+    for line in queries
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let q = line.trim_start_matches('!').trim();
+        for &t in &instants {
+            let v = query(&prom, q, t).await;
+            if let Some(case) = promqltest_case(&format!("instant at {}", ms_text(t)), q, &v, None)
+            {
+                out.push_str(&case);
+                cases += 1;
+            }
+        }
+        if q.ends_with(']') {
+            continue;
+        }
+        for step in [60_000, 37_000] {
+            let start = 5 * 60_000;
+            let v = query_range(&prom, q, start, end, step as f64 / 1000.0).await;
+            let head = format!(
+                "range from {} to {} step {}",
+                ms_text(start),
+                ms_text(end),
+                ms_text(step)
+            );
+            if let Some(case) = promqltest_case(&head, q, &v, Some((start, end, step))) {
+                out.push_str(&case);
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 900, "only {cases} cases");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../promql/tests/testdata/differential.test");
+    std::fs::write(&path, out).expect("write differential.test");
+    eprintln!("wrote {cases} cases to {}", path.display());
+}
+
+fn ms_text(ms: i64) -> String {
+    let (m, s) = (ms / 60_000, ms % 60_000 / 1000);
+    match (m, s) {
+        (0, 0) => "0".to_owned(),
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+fn series_text(labels: &nunchi_model::Labels) -> String {
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+fn metric_text(m: &serde_json::Value) -> String {
+    let inner: Vec<String> = m
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={:?}", v.as_str().unwrap_or_default()))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// One `eval` of Prometheus' answer `v`; `None` for answers the format cannot hold
+/// (strings, range vectors at an instant).
+fn promqltest_case(
+    head: &str,
+    q: &str,
+    v: &serde_json::Value,
+    range: Option<(i64, i64, i64)>,
+) -> Option<String> {
+    let mut case = format!("eval {head} {q}\n");
+    if v["status"] != "success" {
+        case.push_str("    expect fail\n\n");
+        return Some(case);
+    }
+    let data = &v["data"];
+    match data["resultType"].as_str()? {
+        "scalar" => {
+            case.push_str(&format!("    {}\n", data["result"][1].as_str()?));
+        }
+        "vector" if range.is_none() => {
+            for r in data["result"].as_array()? {
+                case.push_str(&format!(
+                    "    {} {}\n",
+                    metric_text(&r["metric"]),
+                    r["value"][1].as_str()?
+                ));
+            }
+        }
+        "matrix" => {
+            let (start, end, step) = range?;
+            let steps = ((end - start) / step + 1) as usize;
+            for r in data["result"].as_array()? {
+                let mut vals = vec!["_".to_owned(); steps];
+                for p in r["values"].as_array()? {
+                    let t = (p[0].as_f64()? * 1000.0).round() as i64;
+                    vals[((t - start) / step) as usize] = p[1].as_str()?.to_owned();
+                }
+                case.push_str(&format!(
+                    "    {} {}\n",
+                    metric_text(&r["metric"]),
+                    vals.join(" ")
+                ));
+            }
+        }
+        _ => return None,
+    }
+    case.push('\n');
+    Some(case)
+}
