@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use clap::Parser;
+use nunchi_cli::invalid;
 use nunchi_model::{is_valid_label_name, parse_label_pair};
 use serde::{Deserialize, Serialize};
+
+pub use nunchi_cli::ConfigError;
 use std::collections::BTreeMap;
 use url::Url;
 
@@ -104,59 +107,15 @@ impl Default for AgentConfig {
     }
 }
 
-/// A configuration problem, naming the file or key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for these settings.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (with line, column and key).
-        message: String,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid `{key}`: {message}")]
-    Invalid {
-        /// The key (as in the config file; the flag is `--` plus the key in kebab case).
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
 impl AgentConfig {
     /// Parses a TOML document.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        nunchi_cli::parse_toml(text, path)
     }
 
     /// Reads and parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        nunchi_cli::read_toml(path)
     }
 
     /// Checks every value; no I/O.

@@ -14,10 +14,10 @@ pub mod push;
 pub mod self_metrics;
 pub mod server;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nunchi_codec::remote_write::{self, SeriesGroup};
-use nunchi_model::{Labels, sample_count};
+use nunchi_model::{Labels, now_ms, sample_count};
 use prometheus::core::Collector;
 use tokio::sync::watch;
 
@@ -77,13 +77,6 @@ const PROCESS_METRICS_EVERY: Duration = Duration::from_secs(10);
 /// An error and its causes, outermost first, joined by ": " (HTTP client errors keep the
 /// useful part, such as "invalid peer certificate: UnknownIssuer", in their sources).
 pub(crate) use nunchi_scrape::error_chain;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// The labels every series gets: `host` plus the configured extra labels.
 pub fn agent_labels(config: &AgentConfig) -> Labels {

@@ -4,20 +4,11 @@
 use anyhow::Context;
 use clap::Parser;
 use nunchi_agent::config::Cli;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Log filter from NUNCHI_LOG, e.g. `info` or `debug,hyper=info` (default `info`).
-    let filter = std::env::var("NUNCHI_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
-        .init();
+    nunchi_cli::init_logging("NUNCHI_LOG", &[]);
     let config = match cli.resolve() {
         Ok(c) => c,
         Err(e) => {

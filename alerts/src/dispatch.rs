@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use nunchi_model::{Alert, ScaleAction, ScaleRequest};
+use nunchi_model::{Alert, ScaleAction, ScaleRequest, now_ms};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, DeliveryOptions};
 use crate::inhibit::inhibited;
 use crate::notify::{Notification, Reason};
 use crate::silence::{Silence, SilenceError};
@@ -103,25 +103,22 @@ struct Inner {
     wake: Notify,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn group_key(route: &str, labels: &BTreeMap<String, String>) -> String {
     let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{route}}}:{{{}}}", l.join(","))
 }
 
 impl Alertmanager {
-    /// A dispatcher over `store` with `config`; loads silences and the notification log and
-    /// resumes notifications left pending by the last run.
+    /// A dispatcher over `store` with `config`, sending as `delivery` says; loads silences
+    /// and the notification log and resumes notifications left pending by the last run.
     pub async fn start(
         config: Config,
         store: Store,
         external_url: String,
+        delivery: DeliveryOptions,
     ) -> Result<Alertmanager, StoreError> {
         let config = Arc::new(RwLock::new(Arc::new(config)));
-        let delivery = Delivery::new(store.clone(), config.clone(), external_url);
+        let delivery = Delivery::new(store.clone(), config.clone(), external_url, delivery);
         let mut state = State {
             silences: store.silences(now_ms()).await?,
             ..State::default()

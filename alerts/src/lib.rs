@@ -18,6 +18,7 @@ pub mod silence;
 pub mod store;
 
 pub use config::{Config, ConfigError};
+pub use delivery::DeliveryOptions;
 pub use dispatch::{Alertmanager, AlertsError, GroupView, ScaleOutcome};
 pub use silence::{Silence, SilenceMatcher};
 pub use store::{Store, StoreError};

@@ -1,6 +1,6 @@
 //! Wiring of rules to storage, the query engine and delivery: [`Alerting`] holds the rule
 //! [`Manager`] and the [`Alertmanager`] and implements the manager's narrow interfaces:
-//! queries and appends over the [`Backend`], and over the `nunchi-alerts` crate alerts and
+//! queries and appends over the [`crate::store::SeriesStore`], and over the `nunchi-alerts` crate alerts and
 //! scale requests to the dispatcher and alert state to the delivery store. Reload re-reads the rule files and the delivery configuration; either
 //! one broken leaves both as they were.
 
@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use nunchi_alerts::{Alertmanager, Config, Store};
+use nunchi_alerts::{Alertmanager, Config, DeliveryOptions, Store};
 use nunchi_model::{Alert, ScaleRequest};
 
-use crate::backend::Backend;
 use crate::query::{QueryError, QueryLimits, QueryResult};
 use crate::rules::manager::{Appendable, Manager, Notify, Queryable, ReloadError, StateStore};
+use crate::store::SharedStore;
 
 /// Why alerting could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub struct Alerting {
 }
 
 /// Rule queries and writes over the backend (rule queries take no client query slot).
-struct RulesBackend(Backend);
+struct RulesBackend(SharedStore);
 
 impl Queryable for RulesBackend {
     fn instant<'a>(
@@ -122,15 +122,17 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config, AlertingError> {
 impl Alerting {
     /// Starts delivery and the rule manager, loading every file; fails on a broken one.
     pub async fn start(
-        backend: crate::backend::Backend,
+        backend: SharedStore,
         database_url: &str,
         config_path: Option<PathBuf>,
         opts: crate::rules::manager::ManagerOptions,
+        delivery: DeliveryOptions,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Arc<Alerting>, AlertingError> {
         let config = load_config(config_path.as_ref())?;
         let store = Store::connect(database_url).await?;
-        let am = Alertmanager::start(config, store.clone(), opts.external_url.clone()).await?;
+        let am =
+            Alertmanager::start(config, store.clone(), opts.external_url.clone(), delivery).await?;
         tokio::spawn(am.clone().run(shutdown.clone()));
         let backend = Arc::new(RulesBackend(backend));
         let manager = Manager::new(

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use clap::Parser;
+use nunchi_cli::invalid;
 use nunchi_scrape::ScrapeTarget;
 use serde::{Deserialize, Serialize};
+
+pub use nunchi_cli::ConfigError;
 
 /// A bearer token allowed to write, with its own new-series budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +197,10 @@ pub struct CollectorConfig {
     /// Alert delivery configuration in Alertmanager's YAML (routes, receivers, silences'
     /// home). Default: none (alerts are evaluated and shown, not sent).
     pub alerting_config: Option<PathBuf>,
+    /// Notifications each delivery queue holds in memory (each Slack channel's, and the
+    /// webhooks' and scale hooks' together); one that finds its queue full is counted in
+    /// `nunchi_notifications_overflowed_total`, logged and dead-lettered. Default `10000`.
+    pub notification_queue_capacity: usize,
     /// The URL users reach the collector (and dashboard) at, for links in alerts.
     /// Default: `http://` + `listen`.
     pub external_url: Option<String>,
@@ -226,65 +233,22 @@ impl Default for CollectorConfig {
             rules: Vec::new(),
             evaluation_interval: Duration::from_secs(1),
             alerting_config: None,
+            notification_queue_capacity: nunchi_alerts::delivery::DEFAULT_QUEUE_CAPACITY,
             external_url: None,
             dashboard_assets: None,
         }
     }
 }
 
-/// A configuration problem, naming the file or key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for these settings.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (with line, column and key).
-        message: String,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid `{key}`: {message}")]
-    Invalid {
-        /// The key, as in the config file.
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
 impl CollectorConfig {
     /// Parses a TOML document.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        nunchi_cli::parse_toml(text, path)
     }
 
     /// Reads and parses a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        nunchi_cli::read_toml(path)
     }
 
     /// Checks every value; no I/O.
@@ -395,6 +359,9 @@ impl CollectorConfig {
         }
         if self.evaluation_interval < Duration::from_millis(100) {
             return Err(invalid("evaluation_interval", "must be at least 100ms"));
+        }
+        if self.notification_queue_capacity == 0 {
+            return Err(invalid("notification_queue_capacity", "must be at least 1"));
         }
         if let Some(u) = &self.external_url
             && url::Url::parse(u).is_err()
@@ -513,6 +480,13 @@ pub struct Cli {
     /// Alert delivery configuration, Alertmanager YAML [key: alerting_config] [default: none].
     #[arg(long, env = "NUNCHI_COLLECTOR_ALERTING_CONFIG", value_name = "FILE")]
     pub alerting_config: Option<PathBuf>,
+    /// Notifications each delivery queue holds in memory; more are dead-lettered [key: notification_queue_capacity] [default: 10000].
+    #[arg(
+        long,
+        env = "NUNCHI_COLLECTOR_NOTIFICATION_QUEUE_CAPACITY",
+        value_name = "N"
+    )]
+    pub notification_queue_capacity: Option<usize>,
     /// URL the collector is reached at, for links in alerts [key: external_url] [default: http://LISTEN].
     #[arg(long, env = "NUNCHI_COLLECTOR_EXTERNAL_URL", value_name = "URL")]
     pub external_url: Option<String>,
@@ -577,7 +551,8 @@ impl Cli {
             flush_interval,
             wal_sync,
             scrape_interval,
-            evaluation_interval
+            evaluation_interval,
+            notification_queue_capacity
         );
         macro_rules! take_query {
             ($($flag:ident => $field:ident),*) => { $( if let Some(v) = self.$flag { c.query.$field = v; } )* };

@@ -5,16 +5,16 @@
 //! Data path, by module: [`ingest`] (remote_write, scrape) → [`storage`] (the `nunchi-tsdb`
 //! crate: write-ahead log, head, persisted chunks) → [`query`] (PromQL) → [`api`] (HTTP). [`run`] wires them.
 //! In remote storage mode [`remote`] takes the place of [`storage`] and [`query`]: the
-//! [`backend`] hides which is in use. [`rules`] evaluates rule files over the backend and
+//! [`store::SeriesStore`] hides which is in use. [`rules`] evaluates rule files over it and
 //! [`alerting`] hands their alerts to delivery (`nunchi-alerts`).
 
 pub mod alerting;
 pub mod api;
-pub mod backend;
 pub mod config;
 pub mod ingest;
 pub use nunchi_promql as query;
 pub mod remote;
+pub mod store;
 pub use nunchi_rules as rules;
 pub use nunchi_tsdb as storage;
 pub mod web;
@@ -25,11 +25,11 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::api::AppState;
-use crate::backend::Backend;
 use crate::config::CollectorConfig;
 use crate::ingest::remote_write::Ingest;
 use crate::query::QueryLimits;
 use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::store::{LocalStore, SharedStore};
 
 /// Errors that stop the collector.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,19 @@ pub fn query_limits(c: &CollectorConfig) -> QueryLimits {
     }
 }
 
+/// How alerts are sent: `notification_queue_capacity`, the overflow counted in `registry`.
+fn delivery_options(
+    config: &CollectorConfig,
+    registry: &Registry,
+) -> Result<nunchi_alerts::DeliveryOptions, prometheus::Error> {
+    let options = nunchi_alerts::DeliveryOptions {
+        queue_capacity: config.notification_queue_capacity,
+        ..Default::default()
+    };
+    registry.register(Box::new(options.overflow.clone()))?;
+    Ok(options)
+}
+
 /// Runs the collector until `shutdown` turns true, then flushes memory to the database.
 pub async fn run(
     config: CollectorConfig,
@@ -113,8 +126,8 @@ pub async fn run(
     ))?;
     web::register_metrics(&registry)?;
     let backend = match &config.remote {
-        Some(r) => Backend::Remote(remote::Remote::new(r.clone(), &registry)?),
-        None => Backend::local(
+        Some(r) => remote::Remote::new(r.clone(), &registry)? as SharedStore,
+        None => Arc::new(LocalStore::new(
             Storage::open(storage_options(&config), &registry).await?,
             query::cache::CacheOptions {
                 max_bytes: config.query.result_cache_size.as_u64(),
@@ -122,7 +135,7 @@ pub async fn run(
             },
             query::gate::QueryGate::new(config.query.max_concurrency),
             &registry,
-        )?,
+        )?),
     };
     let ingest = Ingest::new(config.limits.clone(), config.tokens.clone(), &registry)?;
     let limits = query_limits(&config);
@@ -147,6 +160,7 @@ pub async fn run(
             limits,
             external_labels: Default::default(),
         },
+        delivery_options(&config, &registry)?,
         shutdown.clone(),
     )
     .await?;
@@ -158,9 +172,7 @@ pub async fn run(
         registry,
         alerting: Some(alerting),
     });
-    let maintenance = backend
-        .storage()
-        .map(|s| tokio::spawn(s.clone().run_maintenance(shutdown.clone())));
+    let maintenance = backend.maintenance(shutdown.clone()).map(tokio::spawn);
     let client = reqwest::Client::builder()
         .user_agent(concat!("nunchi-collector/", env!("CARGO_PKG_VERSION")))
         .build()?;
@@ -193,14 +205,12 @@ pub async fn run(
     }
     let app = web::app(api::app(state), web::assets_dir(&config));
     let mut stop = shutdown.clone();
-    let gate = backend.gate().cloned();
+    let store = backend.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
             // Running queries end at their next step, so the server drains at once.
-            if let Some(g) = gate {
-                g.stop();
-            }
+            store.stop_queries();
         })
         .await;
     if let Err(e) = served {

@@ -4,8 +4,6 @@
 use anyhow::Context;
 use clap::Parser;
 use nunchi_collector::config::Cli;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 // Ingest allocates and frees many small strings per request from several threads;
 // mimalloc keeps that off the glibc allocator's contended, consolidating paths.
@@ -15,18 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Log filter from NUNCHI_LOG, e.g. `info` or `debug,sqlx=warn` (default `info`).
-    let filter = std::env::var("NUNCHI_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| {
-            Targets::new()
-                .with_default(tracing::Level::INFO)
-                .with_target("sqlx", tracing::Level::WARN)
-        });
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
-        .init();
+    nunchi_cli::init_logging("NUNCHI_LOG", &[("sqlx", tracing::Level::WARN)]);
     let config = match cli.resolve() {
         Ok(c) => c,
         Err(e) => {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use nunchi_model::Labels;
+use nunchi_model::number::parse_value;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use serde_json::Value as Json;
 
@@ -216,12 +217,7 @@ fn bad_answer(what: &str) -> QueryError {
 fn point(p: &Json) -> Result<(i64, f64), QueryError> {
     let t = p[0].as_f64().ok_or_else(|| bad_answer("timestamp"))?;
     let v = p[1].as_str().ok_or_else(|| bad_answer("value"))?;
-    let v = match v {
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        s => s.parse().map_err(|_| bad_answer("value"))?,
-    };
+    let v = parse_value(v).ok_or_else(|| bad_answer("value"))?;
     Ok(((t * 1000.0).round() as i64, v))
 }
 

@@ -258,11 +258,7 @@ struct RawSeries {
 }
 
 fn parse_value(s: &str) -> f64 {
-    match s {
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s.parse().unwrap_or(f64::NAN),
-    }
+    nunchi_model::number::parse_value(s).unwrap_or(f64::NAN)
 }
 
 fn decode_query(d: QueryData) -> Result<Vec<Series>, String> {

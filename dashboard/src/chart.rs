@@ -199,7 +199,7 @@ fn legend_name(s: &Series, l: &Legend) -> String {
         Legend::Series => format!(
             "{}{}",
             s.label("__name__"),
-            crate::pages::labels_text(&s.metric, &[])
+            crate::format::labels_text(&s.metric, &[])
         ),
         Legend::Fixed(n) => (*n).to_owned(),
         Legend::Labels(names) => {

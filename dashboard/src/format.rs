@@ -2,6 +2,16 @@
 //! times. Pure functions, the same on the server and in the browser, so hydration sees
 //! the text the server wrote.
 
+/// `{a="b", c="d"}` without `__name__`.
+pub fn labels_text(m: &std::collections::BTreeMap<String, String>, skip: &[&str]) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__name__" && !skip.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
 /// What a number measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {

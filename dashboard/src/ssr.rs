@@ -62,13 +62,6 @@ pub fn router(api: Router, assets: PathBuf) -> Router {
         .with_state(options)
 }
 
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
-}
-
 static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
 
 /// `/live` streams open now (browsers with a visible, unpaused dashboard tab).
@@ -100,7 +93,9 @@ async fn live() -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
         if !first {
             tokio::time::sleep(TICK).await;
         }
-        let e = Event::default().event("tick").data(now_ms().to_string());
+        let e = Event::default()
+            .event("tick")
+            .data(nunchi_model::now_ms().to_string());
         Some((Ok(e), (false, open)))
     });
     Sse::new(ticks).keep_alive(KeepAlive::default())

@@ -3,7 +3,7 @@
 //! Identity is the `X-User-Id` header (this is a demonstration service). Every input is
 //! validated; errors are JSON `{"error": "..."}` with a 4xx status ([`AppError`]).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use nunchi_model::now_ms;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -26,13 +27,6 @@ pub const MAX_TEXT: usize = 280;
 pub const MAX_LINK: usize = 2048;
 /// Largest page.
 pub const MAX_LIMIT: usize = 100;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Days since the Unix epoch (UTC), the unit of DAU.
 pub fn today() -> i64 {

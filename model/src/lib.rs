@@ -8,6 +8,7 @@
 
 mod alert;
 mod labels;
+pub mod number;
 
 pub use alert::{Alert, AlertState, ScaleAction, ScaleRequest, fingerprint};
 
@@ -15,6 +16,15 @@ pub use labels::{
     Label, LabelError, Labels, METRIC_NAME, is_valid_label_name, is_valid_metric_name,
     parse_label_pair,
 };
+
+/// Now, in milliseconds since the Unix epoch (0 on a clock set before 1970): the one
+/// clock every part of nunchi stamps samples, alerts and log entries with.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// The NaN bit pattern Prometheus uses as a staleness marker: a sample with this value says
 /// "this series ended here" (it is a NaN, but not the NaN arithmetic produces).

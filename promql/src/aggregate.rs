@@ -12,8 +12,8 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::QueryError;
-use super::eval::Evaluator;
 use super::functions::quantile;
+use super::step::Operands;
 use super::value::{Element, Value, format_value};
 
 /// The labels of the group an element falls in (`extra`: a label `by` keeps besides its
@@ -124,7 +124,7 @@ impl Acc {
 }
 
 /// Evaluates an aggregation at `t`.
-pub(crate) fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
+pub(crate) fn eval(ev: &impl Operands, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.id();
     let mut input = ev.eval_vector(&a.expr, t)?;
     let param = match &a.param {

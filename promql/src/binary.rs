@@ -16,7 +16,7 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::QueryError;
-use super::eval::Evaluator;
+use super::step::Operands;
 use super::value::{Element, Value};
 
 pub(crate) fn is_comparison(op: TokenId) -> bool {
@@ -68,7 +68,7 @@ fn signature(l: &Labels, matching: Option<&LabelModifier>) -> Labels {
 }
 
 /// Evaluates a binary expression at `t`.
-pub(crate) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
+pub(crate) fn eval(ev: &impl Operands, b: &BinaryExpr, t: i64) -> Result<Value, QueryError> {
     let op = b.op.id();
     let return_bool = b.return_bool();
     let lhs = ev.eval(&b.lhs, t)?;
@@ -114,7 +114,7 @@ pub(crate) fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, t: i64) -> Result<Value, 
 }
 
 fn vector_scalar(
-    ev: &Evaluator<'_>,
+    ev: &impl Operands,
     op: TokenId,
     v: Vec<Element>,
     s: f64,
@@ -146,15 +146,15 @@ fn vector_scalar(
 }
 
 /// How the two sides of a vector-vector operation are matched.
-struct Matching<'e, 'b> {
-    ev: &'e Evaluator<'e>,
+struct Matching<'e, 'b, O> {
+    ev: &'e O,
     node: usize,
     on: Option<&'b LabelModifier>,
     card: &'b VectorMatchCardinality,
 }
 
-impl<'e, 'b> Matching<'e, 'b> {
-    fn new(ev: &'e Evaluator<'e>, b: &'b BinaryExpr) -> Self {
+impl<'e, 'b, O: Operands> Matching<'e, 'b, O> {
+    fn new(ev: &'e O, b: &'b BinaryExpr) -> Self {
         Matching {
             ev,
             node: b as *const _ as usize,

@@ -21,29 +21,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use nunchi_model::{Labels, METRIC_NAME, Sample, is_stale_nan};
-use promql_parser::label::MatchOp;
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use super::gate::Cancel;
+use super::step::{Operands, RangeArg, Window};
 use super::value::{Element, Value};
 use super::{Loaded, LoadedSeries, QueryError, at_time, selector_time};
-use nunchi_tsdb::RollupPoint;
-
-/// The samples one series has in a range window.
-pub(crate) struct Window<'a> {
-    pub(crate) labels: Arc<Labels>,
-    pub(crate) samples: Cow<'a, [Sample]>,
-    pub(crate) rollup: Option<&'a [RollupPoint]>,
-}
-
-/// A range argument (a range selector or a subquery) at one instant.
-pub(crate) struct RangeArg<'a> {
-    pub(crate) windows: Vec<Window<'a>>,
-    /// The window's end: the evaluation time shifted by offset and `@`.
-    pub(crate) end: i64,
-    /// The window's length, in ms.
-    pub(crate) range: i64,
-}
 
 /// Derived label sets, keyed by (the node deriving them, the source set's address). The
 /// source is kept alive with its result, so its address cannot be reused within a query.
@@ -116,43 +99,6 @@ impl<'a> Evaluator<'a> {
         self.loaded
             .get(&(vs as *const _ as usize))
             .map_or(&[], Vec::as_slice)
-    }
-
-    /// `f(labels)`, computed once per query for each (node, label set).
-    pub(crate) fn derive(
-        &self,
-        node: usize,
-        labels: &Arc<Labels>,
-        f: impl FnOnce(&Labels) -> Labels,
-    ) -> Arc<Labels> {
-        let key = (node, Arc::as_ptr(labels) as usize);
-        if let Some((_, d)) = self.label_memo.borrow().get(&key) {
-            return d.clone();
-        }
-        let d = self.intern(f(labels));
-        self.label_memo
-            .borrow_mut()
-            .insert(key, (labels.clone(), d.clone()));
-        d
-    }
-
-    /// The one shared copy of `labels` in this query: derived sets that are equal are
-    /// then the same allocation, so they can be grouped by address.
-    pub(crate) fn intern(&self, labels: Labels) -> Arc<Labels> {
-        if let Some(a) = self.interned.borrow().get(&labels) {
-            return a.clone();
-        }
-        let a = Arc::new(labels);
-        self.interned.borrow_mut().insert(a.clone());
-        a
-    }
-
-    /// `labels` without the metric name.
-    pub(crate) fn drop_name(&self, labels: &Arc<Labels>) -> Arc<Labels> {
-        if labels.get(METRIC_NAME).is_none() {
-            return labels.clone();
-        }
-        self.derive(0, labels, super::value::drop_name)
     }
 
     /// Each series' newest sample at or before `t` within the lookback, not stale.
@@ -310,21 +256,10 @@ impl<'a> Evaluator<'a> {
             range,
         })
     }
+}
 
-    /// A range argument (range selector or subquery) at `t`.
-    pub(crate) fn range_arg(&self, e: &Expr, t: i64) -> Result<RangeArg<'a>, QueryError> {
-        match e {
-            Expr::MatrixSelector(ms) => Ok(self.window(ms, t)),
-            Expr::Subquery(sq) => self.subquery(sq, t),
-            Expr::Paren(p) => self.range_arg(&p.expr, t),
-            _ => Err(QueryError::BadData(
-                "expected type range vector in call to function".to_owned(),
-            )),
-        }
-    }
-
-    /// Evaluates `e` at `t`.
-    pub fn eval(&self, e: &Expr, t: i64) -> Result<Value, QueryError> {
+impl<'a> Operands for Evaluator<'a> {
+    fn eval(&self, e: &Expr, t: i64) -> Result<Value, QueryError> {
         match e {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
@@ -355,37 +290,54 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Evaluates `e` at `t`, requiring an instant vector.
-    pub(crate) fn eval_vector(&self, e: &Expr, t: i64) -> Result<Vec<Element>, QueryError> {
-        match self.eval(e, t)? {
-            Value::Vector(v) => Ok(v),
-            other => Err(QueryError::Execution(format!(
-                "expected instant vector, got {}",
-                other.type_name()
-            ))),
+    fn range_arg(&self, e: &Expr, t: i64) -> Result<RangeArg<'_>, QueryError> {
+        match e {
+            Expr::MatrixSelector(ms) => Ok(self.window(ms, t)),
+            Expr::Subquery(sq) => self.subquery(sq, t),
+            Expr::Paren(p) => self.range_arg(&p.expr, t),
+            _ => Err(QueryError::BadData(
+                "expected type range vector in call to function".to_owned(),
+            )),
         }
     }
 
-    /// Evaluates `e` at `t`, requiring a scalar.
-    pub(crate) fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64, QueryError> {
-        match self.eval(e, t)? {
-            Value::Scalar(v) => Ok(v),
-            other => Err(QueryError::Execution(format!(
-                "expected scalar, got {}",
-                other.type_name()
-            ))),
+    fn derive(
+        &self,
+        node: usize,
+        labels: &Arc<Labels>,
+        f: impl FnOnce(&Labels) -> Labels,
+    ) -> Arc<Labels> {
+        let key = (node, Arc::as_ptr(labels) as usize);
+        if let Some((_, d)) = self.label_memo.borrow().get(&key) {
+            return d.clone();
         }
+        let d = self.intern(f(labels));
+        self.label_memo
+            .borrow_mut()
+            .insert(key, (labels.clone(), d.clone()));
+        d
     }
 
-    /// Evaluates `e` at `t`, requiring a string.
-    pub(crate) fn eval_string(&self, e: &Expr, t: i64) -> Result<String, QueryError> {
-        match self.eval(e, t)? {
-            Value::String(v) => Ok(v),
-            other => Err(QueryError::Execution(format!(
-                "expected string, got {}",
-                other.type_name()
-            ))),
+    fn intern(&self, labels: Labels) -> Arc<Labels> {
+        if let Some(a) = self.interned.borrow().get(&labels) {
+            return a.clone();
         }
+        let a = Arc::new(labels);
+        self.interned.borrow_mut().insert(a.clone());
+        a
+    }
+
+    fn drop_name(&self, labels: &Arc<Labels>) -> Arc<Labels> {
+        if labels.get(METRIC_NAME).is_none() {
+            return labels.clone();
+        }
+        self.derive(0, labels, super::value::drop_name)
+    }
+
+    fn instant_samples(&self, vs: &VectorSelector, t: i64) -> Vec<(Arc<Labels>, Sample)> {
+        self.select_samples(vs, t)
+            .map(|(labels, s)| (labels.clone(), s))
+            .collect()
     }
 }
 
@@ -400,30 +352,4 @@ pub(crate) fn subquery_step(sq: &SubqueryExpr, default: i64) -> i64 {
 /// The time a subquery's window ends at, for an evaluation at `t`.
 pub(crate) fn subquery_time(sq: &SubqueryExpr, t: i64, start: i64, end: i64) -> i64 {
     at_time(&sq.at, &sq.offset, t, start, end)
-}
-
-/// Labels `absent()` gives its result: the selector's equality matchers.
-pub(crate) fn absent_labels(e: &Expr) -> Labels {
-    let vs = match e {
-        Expr::VectorSelector(vs) => vs,
-        Expr::MatrixSelector(ms) => &ms.vs,
-        _ => return Labels::new(),
-    };
-    let mut l = Labels::new();
-    for m in &vs.matchers.matchers {
-        if m.name == METRIC_NAME {
-            continue;
-        }
-        if matches!(m.op, MatchOp::Equal) {
-            l.insert(m.name.clone(), m.value.clone());
-        }
-    }
-    // A name matched more than once is ambiguous: Prometheus leaves it out.
-    let names: Vec<String> = l.iter().map(|x| x.name.clone()).collect();
-    for n in names {
-        if vs.matchers.matchers.iter().filter(|m| m.name == n).count() > 1 {
-            l.remove(&n);
-        }
-    }
-    l
 }

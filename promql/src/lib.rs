@@ -22,6 +22,7 @@ mod functions;
 pub mod gate;
 pub mod parse;
 mod range;
+mod step;
 pub mod value;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 use gate::{Cancel, Lane, QueryGate};
 use nunchi_tsdb::{RollupPoint, Samples, SelectedRollup, SelectedSeries, StorageError};
 pub use parse::TextLimits;
+use step::Operands;
 pub use value::{Element, QueryResult, Value, format_value};
 
 /// Range queries spanning more than this may read rollups.

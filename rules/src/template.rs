@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use nunchi_model::number::format_value;
+
 /// What a template can refer to.
 pub struct Data<'a> {
     /// `$labels`.
@@ -27,7 +29,7 @@ enum V {
 impl V {
     fn text(&self) -> String {
         match self {
-            V::Num(n) => go_float(*n),
+            V::Num(n) => format_value(*n),
             V::Str(s) => s.clone(),
         }
     }
@@ -40,11 +42,6 @@ impl V {
                 .map_err(|_| format!("cannot convert {s:?} to a number")),
         }
     }
-}
-
-/// Go's `%v` of a float64 (shortest form, exponent from 1e21).
-fn go_float(v: f64) -> String {
-    nunchi_promql::format_value(v)
 }
 
 /// Expands `template`.
@@ -433,7 +430,7 @@ fn printf(fmt: &str, args: &[V]) -> Result<String, String> {
             }
             'g' => match prec {
                 Some(p) => fmt_g(arg.num()?, p),
-                None => go_float(arg.num()?),
+                None => format_value(arg.num()?),
             },
             'd' => format!("{}", arg.num()? as i64),
             's' | 'v' => arg.text(),

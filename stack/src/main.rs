@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use nunchi_stack::{Stack, StackOptions, absolute, scenario};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 /// The whole nunchi stack on this machine: the collector with its default rules, the
 /// scaling rules and the dashboard; feed-app instances, each with a nunchi-agent, behind a
@@ -58,14 +56,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = std::env::var("NUNCHI_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
-        .init();
+    nunchi_cli::init_logging("NUNCHI_LOG", &[]);
     if let Some(s) = &cli.scenario
         && s != "flash-sale"
     {

@@ -6,15 +6,9 @@ pub mod browser;
 
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use nunchi_model::now_ms;
 
 /// The path of a Debian tool a test needs; panics with an install hint when it is missing.
 pub fn require(tool: &str, package: &str) -> String {

@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use nunchi_alerts::store::OutboxState;
 use nunchi_alerts::{Silence, SilenceMatcher};
+use nunchi_model::number::format_exp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,24 +23,6 @@ fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`, as Prometheus writes alert values.
-fn go_exp(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let s = format!("{v:e}");
-    let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-    let e: i32 = e.parse().unwrap_or(0);
-    format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
 }
 
 fn unavailable() -> ApiError {
@@ -81,7 +64,7 @@ fn alert_json(a: &ActiveAlert) -> Value {
         "annotations": a.annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339(a.active_at),
-        "value": go_exp(a.value),
+        "value": format_exp(a.value),
     });
     if let Some(k) = a.keep_firing_since {
         v["keepFiringSince"] = json!(rfc3339(k));
@@ -207,7 +190,7 @@ fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
 }
 
 fn silence_json(s: &Silence) -> Value {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = nunchi_model::now_ms();
     let state = if s.ends_at <= now {
         "expired"
     } else if s.starts_at > now {

@@ -17,17 +17,17 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
 use serde::Serialize;
 
-use crate::backend::Backend;
 use crate::ingest::remote_write::{Format, Ingest, WriteError};
 use crate::query::parse::{MAX_DURATION_SECS, MAX_TIME_MS};
 use crate::query::{QueryError, QueryLimits, QueryResult};
-use crate::storage::{Storage, now_ms};
+use crate::storage::now_ms;
+use crate::store::{Lookup, SharedStore};
 use nunchi_codec::remote_write_v2;
 
 /// What the handlers share.
 pub struct AppState {
     /// Where series live.
-    pub backend: Backend,
+    pub backend: SharedStore,
     /// remote_write handling.
     pub ingest: Ingest,
     /// Query limits.
@@ -489,38 +489,34 @@ async fn query_range(State(s): State<Arc<AppState>>, p: Params) -> Result<Respon
     })
 }
 
-async fn labels(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
-    let storage = match local(&s) {
-        Ok(st) => st,
-        Err(r) => return Ok(success(r.api("/api/v1/labels", &p.0).await?)),
-    };
+/// The selection of a series, label-name or label-value request.
+fn lookup<'a>(
+    p: &'a Params,
+    matchers: &'a [Vec<promql_parser::label::Matcher>],
+) -> Result<Lookup<'a>, ApiError> {
     let (start, end) = p.span()?;
-    let mut names = storage.label_names(&p.matchers(&s.limits.text)?, start, end);
-    names.truncate(p.limit()?.unwrap_or(usize::MAX));
-    Ok(success(names))
+    Ok(Lookup {
+        matchers,
+        start,
+        end,
+        limit: p.limit()?,
+        params: &p.0,
+    })
+}
+
+async fn labels(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
+    let matchers = p.matchers(&s.limits.text)?;
+    Ok(success(
+        s.backend.label_names(lookup(&p, &matchers)?).await?,
+    ))
 }
 
 async fn series(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
-    let storage = match local(&s) {
-        Ok(st) => st,
-        Err(r) => return Ok(success(r.api("/api/v1/series", &p.0).await?)),
-    };
-    let sets = p.matchers(&s.limits.text)?;
-    if sets.is_empty() {
+    let matchers = p.matchers(&s.limits.text)?;
+    if matchers.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
-    let (start, end) = p.span()?;
-    let mut out = storage.series(&sets, start, end);
-    out.truncate(p.limit()?.unwrap_or(usize::MAX));
-    let maps: Vec<std::collections::BTreeMap<&str, &str>> = out
-        .iter()
-        .map(|l| {
-            l.iter()
-                .map(|x| (x.name.as_str(), x.value.as_str()))
-                .collect()
-        })
-        .collect();
-    Ok(success(maps))
+    Ok(success(s.backend.series(lookup(&p, &matchers)?).await?))
 }
 
 async fn label_values(
@@ -532,17 +528,12 @@ async fn label_values(
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
     let p = Params::from(&Method::GET, q, &HeaderMap::new(), &[]);
-    let storage = match local(&s) {
-        Ok(st) => st,
-        Err(r) => {
-            let path = format!("/api/v1/label/{name}/values");
-            return Ok(success(r.api(&path, &p.0).await?));
-        }
-    };
-    let (start, end) = p.span()?;
-    let mut values = storage.label_values(&name, &p.matchers(&s.limits.text)?, start, end);
-    values.truncate(p.limit()?.unwrap_or(usize::MAX));
-    Ok(success(values))
+    let matchers = p.matchers(&s.limits.text)?;
+    Ok(success(
+        s.backend
+            .label_values(&name, lookup(&p, &matchers)?)
+            .await?,
+    ))
 }
 
 async fn metadata(
@@ -550,10 +541,6 @@ async fn metadata(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = Params::from(&Method::GET, q, &HeaderMap::new(), &[]);
-    let storage = match local(&s) {
-        Ok(st) => st,
-        Err(r) => return Ok(success(r.api("/api/v1/metadata", &p.0).await?)),
-    };
     let count = |name: &str| -> Result<Option<usize>, ApiError> {
         match p.get(name) {
             None | Some("") => Ok(None),
@@ -568,11 +555,10 @@ async fn metadata(
     };
     let limit = count("limit")?;
     let per_metric = count("limit_per_metric")?;
-    Ok(success(storage.metadata().get(
-        p.get("metric").filter(|m| !m.is_empty()),
-        limit,
-        per_metric,
-    )))
+    let metric = p.get("metric").filter(|m| !m.is_empty());
+    Ok(success(
+        s.backend.metadata(metric, limit, per_metric, &p.0).await?,
+    ))
 }
 
 async fn exemplars(State(s): State<Arc<AppState>>, p: Params) -> Result<Response, ApiError> {
@@ -600,47 +586,19 @@ async fn buildinfo() -> Response {
 /// The Prometheus release whose HTTP API and PromQL the collector answers like.
 pub const PROMETHEUS_API_VERSION: &str = "2.42.0";
 
-/// The embedded storage, or the remote client in remote storage mode.
-fn local(s: &AppState) -> Result<&Arc<Storage>, &Arc<crate::remote::Remote>> {
-    match &s.backend {
-        Backend::Local(st, _, _) => Ok(st),
-        Backend::Remote(r) => Err(r),
-    }
-}
-
 async fn storage_status(State(s): State<Arc<AppState>>) -> Response {
-    match local(&s) {
-        Ok(st) => success(st.status()),
-        Err(_) => success(serde_json::json!({ "mode": "remote" })),
-    }
+    success(s.backend.status())
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
-    let problem = match local(&s) {
-        Ok(st) => st.status().last_error.map(|e| format!("storage: {e}")),
-        Err(r) => r.ready().await.err().map(|e| e.to_string()),
-    };
-    match problem {
-        None => "nunchi-collector is ready.\n".into_response(),
-        Some(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    match s.backend.ready().await {
+        Ok(()) => "nunchi-collector is ready.\n".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
 async fn compact(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let internal = |message: String| ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        kind: "internal",
-        message,
-    };
-    let Ok(storage) = local(&s) else {
-        return Err(ApiError::bad_data(
-            "compaction is the remote storage's own in remote storage mode",
-        ));
-    };
-    let blocks = storage
-        .flush_and_compact()
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+    let blocks = s.backend.compact().await?;
     Ok(success(serde_json::json!({ "blocks": blocks })))
 }
 

@@ -27,10 +27,10 @@ use nunchi_codec::remote_write_v2::{self, V2Error};
 use nunchi_model::{METRIC_NAME, is_valid_label_name};
 use prometheus::{IntCounterVec, Opts, Registry};
 
-use crate::backend::Backend;
 use crate::config::{IngestLimits, TokenConfig};
 use crate::remote::ForwardError;
 use crate::storage::{StorageError, canonicalize};
+use crate::store::{BackendError, SharedStore};
 
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,15 @@ pub enum WriteError {
     /// The remote storage did not take the write (remote storage mode).
     #[error(transparent)]
     Remote(#[from] ForwardError),
+}
+
+impl From<BackendError> for WriteError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Storage(e) => WriteError::Storage(e),
+            BackendError::Remote(e) => WriteError::Remote(e),
+        }
+    }
 }
 
 impl WriteError {
@@ -282,7 +291,7 @@ impl Ingest {
     /// timestamps of 2.0 requests are not kept).
     pub async fn write(
         &self,
-        backend: &Backend,
+        backend: &SharedStore,
         authorization: Option<&str>,
         format: Format,
         body: Vec<u8>,
@@ -319,7 +328,7 @@ impl Ingest {
 
     async fn write_as(
         &self,
-        backend: &Backend,
+        backend: &SharedStore,
         name: &str,
         budget: u64,
         format: Format,
@@ -344,19 +353,11 @@ impl Ingest {
             Format::V1 => body,
             Format::V2 => remote_write::encode(&req),
         };
-        let storage = match backend {
-            Backend::Local(s, _, _) => s,
-            Backend::Remote(r) => {
-                // The remote keeps the series and enforces its own series limits.
-                r.forward(body).await?;
-                return Ok(req.timeseries.iter().map(|t| t.samples.len() as u64).sum());
-            }
-        };
-        let new = storage.count_new_series(&req);
+        let new = backend.count_new_series(&req);
         if new > 0 {
             self.spend(name, budget, new)?;
         }
-        let o = storage.write(body, &req).await?;
+        let o = backend.write(body, &req).await?;
         if o.too_old > 0 || o.conflicting > 0 {
             return Err(WriteError::Refused {
                 written: o.appended,

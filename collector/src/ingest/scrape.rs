@@ -9,12 +9,12 @@ use nunchi_model::Labels;
 use nunchi_scrape::{ScrapeTarget, Scraper};
 use tokio::sync::watch;
 
-use crate::backend::Backend;
 use crate::storage::now_ms;
+use crate::store::SharedStore;
 
 /// Scrapes `targets` every `interval` until `shutdown` turns true.
 pub async fn run(
-    backend: Backend,
+    backend: SharedStore,
     client: reqwest::Client,
     targets: Vec<ScrapeTarget>,
     interval: Duration,

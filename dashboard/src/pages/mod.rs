@@ -10,17 +10,9 @@ pub mod service;
 
 use leptos::prelude::*;
 
-use crate::api::{Alert, Api, Metric};
+use crate::api::{Alert, Api};
 
-/// `{a="b", c="d"}` without `__name__`.
-pub fn labels_text(m: &Metric, skip: &[&str]) -> String {
-    let parts: Vec<String> = m
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__name__" && !skip.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}=\"{v}\""))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
-}
+pub use crate::format::labels_text;
 
 /// The active alerts, refreshed on every tick.
 pub fn alerts_resource() -> Resource<Result<Vec<Alert>, String>> {

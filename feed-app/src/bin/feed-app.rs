@@ -4,20 +4,11 @@
 use anyhow::Context;
 use clap::Parser;
 use nunchi_feed_app::{AppState, FeedConfig, app};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = FeedConfig::parse();
-    let filter = std::env::var("FEED_APP_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
-        .init();
+    nunchi_cli::init_logging("FEED_APP_LOG", &[]);
     let listen = config.listen;
     let backend = if config.database_url.starts_with("sqlite") {
         "sqlite"

@@ -4,7 +4,7 @@ use super::*;
 
 /// `histogram_quantile` over classic buckets (`le` labels), per label set without `le`.
 pub(super) fn histogram_quantile(
-    ev: &Evaluator<'_>,
+    ev: &impl Operands,
     node: usize,
     q: f64,
     v: Vec<Element>,

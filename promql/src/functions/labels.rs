@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) fn string_arg(
-    ev: &Evaluator<'_>,
+    ev: &impl Operands,
     c: &Call,
     i: usize,
     t: i64,
@@ -26,7 +26,7 @@ pub(super) fn unique(v: Vec<Element>) -> Result<Vec<Element>, QueryError> {
 }
 
 pub(super) fn label_replace(
-    ev: &Evaluator<'_>,
+    ev: &impl Operands,
     c: &Call,
     t: i64,
 ) -> Result<Vec<Element>, QueryError> {
@@ -68,7 +68,7 @@ pub(super) fn label_replace(
     unique(out)
 }
 
-pub(super) fn label_join(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Vec<Element>, QueryError> {
+pub(super) fn label_join(ev: &impl Operands, c: &Call, t: i64) -> Result<Vec<Element>, QueryError> {
     let v = ev.eval_vector(arg(c, 0)?, t)?;
     let dst = string_arg(ev, c, 1, t)?;
     let sep = string_arg(ev, c, 2, t)?;

@@ -1,8 +1,9 @@
-//! PromQL functions, as Prometheus 2 defines them (`promql/functions.go`): [`eval`]
-//! dispatches a call by name; the families live in files of their own: [`rate`] (the rate
-//! family with its extrapolation), [`over_time`] (functions of one range window),
-//! [`histogram`] (classic histograms), [`labels`] (label rewriting) and [`time`] (calendar
-//! functions). Sorting, math and type functions are short enough to stay in the dispatch.
+//! PromQL functions, as Prometheus 2 defines them (`promql/functions.go`). [`FUNCTIONS`]
+//! names every function and its family; [`eval`] looks a call up there and hands it to its
+//! family, each in a file of its own: [`rate`] (the rate family with its extrapolation),
+//! [`over_time`] (functions of one range window), [`histogram`] (classic histograms),
+//! [`labels`] (label rewriting), [`math`] (element-wise math and sorting), [`time`]
+//! (calendar functions) and [`vector`] (functions that make, test or unwrap vectors).
 
 use std::sync::Arc;
 
@@ -11,21 +12,25 @@ use nunchi_model::{Labels, METRIC_NAME, Sample, is_valid_label_name};
 use promql_parser::parser::{Call, Expr};
 
 use super::QueryError;
-use super::eval::{Evaluator, RangeArg, Window, absent_labels};
+use super::step::{Operands, RangeArg, Window, absent_labels};
 use super::value::{Element, Value};
 use nunchi_tsdb::RollupPoint;
 
 mod histogram;
 mod labels;
+mod math;
 mod over_time;
 mod rate;
 mod time;
+mod vector;
 
 use histogram::*;
 use labels::*;
+use math::*;
 pub(crate) use over_time::*;
 pub(crate) use rate::*;
 use time::*;
+use vector::*;
 
 fn arg(c: &Call, i: usize) -> Result<&Expr, QueryError> {
     c.args.args.get(i).map(|b| b.as_ref()).ok_or_else(|| {
@@ -38,208 +43,141 @@ fn node(c: &Call) -> usize {
     c as *const _ as usize
 }
 
+/// The families functions fall into: the functions of one family are evaluated by the
+/// same code, which tells them apart by name where it needs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// A value computed from each series' samples in one range window
+    /// ([`window_value`]); the fused range path evaluates these too.
+    Window,
+    PredictLinear,
+    QuantileOverTime,
+    Absent,
+    AbsentOverTime,
+    Time,
+    Pi,
+    Vector,
+    Scalar,
+    Timestamp,
+    /// Element-wise math on an instant vector, with optional scalar parameters.
+    Math,
+    /// A calendar field of each value (or of the evaluation time).
+    Date,
+    HistogramQuantile,
+    LabelReplace,
+    LabelJoin,
+    Sort,
+}
+
+use Family as F;
+
+/// Every function the engine evaluates, by name.
+pub(crate) const FUNCTIONS: &[(&str, Family)] = &[
+    ("abs", F::Math),
+    ("absent", F::Absent),
+    ("absent_over_time", F::AbsentOverTime),
+    ("acos", F::Math),
+    ("acosh", F::Math),
+    ("asin", F::Math),
+    ("asinh", F::Math),
+    ("atan", F::Math),
+    ("atanh", F::Math),
+    ("avg_over_time", F::Window),
+    ("ceil", F::Math),
+    ("changes", F::Window),
+    ("clamp", F::Math),
+    ("clamp_max", F::Math),
+    ("clamp_min", F::Math),
+    ("cos", F::Math),
+    ("cosh", F::Math),
+    ("count_over_time", F::Window),
+    ("day_of_month", F::Date),
+    ("day_of_week", F::Date),
+    ("day_of_year", F::Date),
+    ("days_in_month", F::Date),
+    ("deg", F::Math),
+    ("delta", F::Window),
+    ("deriv", F::Window),
+    ("exp", F::Math),
+    ("floor", F::Math),
+    ("histogram_quantile", F::HistogramQuantile),
+    ("hour", F::Date),
+    ("idelta", F::Window),
+    ("increase", F::Window),
+    ("irate", F::Window),
+    ("label_join", F::LabelJoin),
+    ("label_replace", F::LabelReplace),
+    ("last_over_time", F::Window),
+    ("ln", F::Math),
+    ("log10", F::Math),
+    ("log2", F::Math),
+    ("max_over_time", F::Window),
+    ("min_over_time", F::Window),
+    ("minute", F::Date),
+    ("month", F::Date),
+    ("pi", F::Pi),
+    ("predict_linear", F::PredictLinear),
+    ("present_over_time", F::Window),
+    ("quantile_over_time", F::QuantileOverTime),
+    ("rad", F::Math),
+    ("rate", F::Window),
+    ("resets", F::Window),
+    ("round", F::Math),
+    ("scalar", F::Scalar),
+    ("sgn", F::Math),
+    ("sin", F::Math),
+    ("sinh", F::Math),
+    ("sort", F::Sort),
+    ("sort_desc", F::Sort),
+    ("sqrt", F::Math),
+    ("stddev_over_time", F::Window),
+    ("stdvar_over_time", F::Window),
+    ("sum_over_time", F::Window),
+    ("tan", F::Math),
+    ("tanh", F::Math),
+    ("time", F::Time),
+    ("timestamp", F::Timestamp),
+    ("vector", F::Vector),
+    ("year", F::Date),
+];
+
+/// The family of the function called `name`, if the engine has it.
+pub(crate) fn family(name: &str) -> Option<Family> {
+    FUNCTIONS
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| FUNCTIONS[i].1)
+}
+
 /// Evaluates a function call at `t`.
-pub(crate) fn eval(ev: &Evaluator<'_>, c: &Call, t: i64) -> Result<Value, QueryError> {
+pub(crate) fn eval(ev: &impl Operands, c: &Call, t: i64) -> Result<Value, QueryError> {
     let name = c.func.name;
-    match name {
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "changes" | "resets" | "deriv"
-        | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-        | "count_over_time" | "last_over_time" | "present_over_time" | "stddev_over_time"
-        | "stdvar_over_time" => {
-            let r = ev.range_arg(arg(c, 0)?, t)?;
-            let (end, range) = (r.end, r.range);
-            let keep_name = keeps_name(name);
-            let out = r
-                .windows
-                .into_iter()
-                .filter_map(|w| {
-                    window_value(name, &w.samples, w.rollup, end, range).map(|value| Element {
-                        labels: if keep_name {
-                            w.labels.clone()
-                        } else {
-                            ev.drop_name(&w.labels)
-                        },
-                        value,
-                    })
-                })
-                .collect();
-            Ok(Value::Vector(out))
-        }
-        "predict_linear" => {
-            let r = ev.range_arg(arg(c, 0)?, t)?;
-            let d = ev.eval_scalar(arg(c, 1)?, t)?;
-            Ok(per_window(ev, r, |w| {
-                (w.samples.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(&w.samples, t);
-                    slope * d + intercept
-                })
-            }))
-        }
-        "quantile_over_time" => {
+    let Some(f) = family(name) else {
+        return Err(QueryError::Execution(format!(
+            "function {name:?} is not supported"
+        )));
+    };
+    match f {
+        F::Window => over_window(ev, c, t),
+        F::PredictLinear => predict_linear(ev, c, t),
+        F::QuantileOverTime => quantile_over_time(ev, c, t),
+        F::Absent => absent(ev, c, t),
+        F::AbsentOverTime => absent_over_time(ev, c, t),
+        F::Time => Ok(Value::Scalar(t as f64 / 1000.0)),
+        F::Pi => Ok(Value::Scalar(std::f64::consts::PI)),
+        F::Vector => vector(ev, c, t),
+        F::Scalar => scalar(ev, c, t),
+        F::Timestamp => timestamp(ev, c, t),
+        F::Math => math(ev, c, t),
+        F::Date => date(ev, c, t),
+        F::HistogramQuantile => {
             let q = ev.eval_scalar(arg(c, 0)?, t)?;
-            Ok(per_window(ev, ev.range_arg(arg(c, 1)?, t)?, |w| {
-                let mut vals: Vec<f64> = w.samples.iter().map(|s| s.value).collect();
-                Some(quantile(q, &mut vals))
-            }))
+            let v = ev.eval_vector(arg(c, 1)?, t)?;
+            Ok(Value::Vector(histogram_quantile(ev, node(c), q, v)))
         }
-        "absent" => {
-            let e = arg(c, 0)?;
-            let v = ev.eval_vector(e, t)?;
-            Ok(Value::Vector(if v.is_empty() {
-                vec![Element {
-                    labels: Arc::new(absent_labels(e)),
-                    value: 1.0,
-                }]
-            } else {
-                Vec::new()
-            }))
-        }
-        "absent_over_time" => {
-            let e = arg(c, 0)?;
-            Ok(Value::Vector(if ev.range_arg(e, t)?.windows.is_empty() {
-                vec![Element {
-                    labels: Arc::new(absent_labels(e)),
-                    value: 1.0,
-                }]
-            } else {
-                Vec::new()
-            }))
-        }
-        "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
-        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
-        "vector" => Ok(Value::Vector(vec![Element {
-            labels: Arc::default(),
-            value: ev.eval_scalar(arg(c, 0)?, t)?,
-        }])),
-        "scalar" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            Ok(Value::Scalar(if v.len() == 1 {
-                v[0].value
-            } else {
-                f64::NAN
-            }))
-        }
-        "timestamp" => {
-            let out = match arg(c, 0)? {
-                // The sample's own time, not the evaluation time.
-                Expr::VectorSelector(vs) => ev
-                    .select_samples(vs, t)
-                    .map(|(l, s)| Element {
-                        labels: ev.drop_name(l),
-                        value: s.timestamp_ms as f64 / 1000.0,
-                    })
-                    .collect(),
-                e => ev
-                    .eval_vector(e, t)?
-                    .into_iter()
-                    .map(|x| Element {
-                        labels: ev.drop_name(&x.labels),
-                        value: t as f64 / 1000.0,
-                    })
-                    .collect(),
-            };
-            Ok(Value::Vector(out))
-        }
-        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "acos"
-        | "acosh" | "asin" | "asinh" | "atan" | "atanh" | "cos" | "cosh" | "sin" | "sinh"
-        | "tan" | "tanh" | "deg" | "rad" | "round" | "clamp_min" | "clamp_max" | "clamp" => {
-            let v = ev.eval_vector(arg(c, 0)?, t)?;
-            let p: Vec<f64> = (1..c.args.args.len())
-                .map(|i| ev.eval_scalar(arg(c, i)?, t))
-                .collect::<Result<_, _>>()?;
-            if name == "clamp" && p.get(1) < p.first() {
-                return Ok(Value::Vector(Vec::new()));
-            }
-            let f = |x: f64| -> f64 {
-                let p0 = p.first().copied().unwrap_or(f64::NAN);
-                match name {
-                    "abs" => x.abs(),
-                    "ceil" => x.ceil(),
-                    "floor" => x.floor(),
-                    "exp" => x.exp(),
-                    "sqrt" => x.sqrt(),
-                    "ln" => x.ln(),
-                    "log2" => x.log2(),
-                    "log10" => x.log10(),
-                    "sgn" if x == 0.0 || x.is_nan() => x,
-                    "sgn" => x.signum(),
-                    "acos" => x.acos(),
-                    "acosh" => x.acosh(),
-                    "asin" => x.asin(),
-                    "asinh" => x.asinh(),
-                    "atan" => x.atan(),
-                    "atanh" => x.atanh(),
-                    "cos" => x.cos(),
-                    "cosh" => x.cosh(),
-                    "sin" => x.sin(),
-                    "sinh" => x.sinh(),
-                    "tan" => x.tan(),
-                    "tanh" => x.tanh(),
-                    "deg" => x * 180.0 / std::f64::consts::PI,
-                    "rad" => x * std::f64::consts::PI / 180.0,
-                    "round" => {
-                        let inv = 1.0 / p.first().copied().unwrap_or(1.0);
-                        (x * inv + 0.5).floor() / inv
-                    }
-                    "clamp_min" => x.max(p0),
-                    "clamp_max" => x.min(p0),
-                    _ => x.max(p0).min(p.get(1).copied().unwrap_or(f64::NAN)),
-                }
-            };
-            Ok(Value::Vector(
-                v.into_iter()
-                    .map(|e| Element {
-                        labels: ev.drop_name(&e.labels),
-                        value: f(e.value),
-                    })
-                    .collect(),
-            ))
-        }
-        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
-        | "month" | "year" => {
-            let v = match c.args.args.first() {
-                None => vec![Element {
-                    labels: Arc::default(),
-                    value: t as f64 / 1000.0,
-                }],
-                Some(e) => ev.eval_vector(e, t)?,
-            };
-            Ok(Value::Vector(
-                v.into_iter()
-                    .map(|e| Element {
-                        labels: ev.drop_name(&e.labels),
-                        value: date_part(name, e.value),
-                    })
-                    .collect(),
-            ))
-        }
-        "histogram_quantile" => {
-            let q = ev.eval_scalar(arg(c, 0)?, t)?;
-            Ok(Value::Vector(histogram_quantile(
-                ev,
-                node(c),
-                q,
-                ev.eval_vector(arg(c, 1)?, t)?,
-            )))
-        }
-        "label_replace" => label_replace(ev, c, t).map(Value::Vector),
-        "label_join" => label_join(ev, c, t).map(Value::Vector),
-        "sort" | "sort_desc" => {
-            let mut v = ev.eval_vector(arg(c, 0)?, t)?;
-            let desc = name == "sort_desc";
-            // NaN last either way.
-            v.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
-                (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Greater,
-                (false, true) => std::cmp::Ordering::Less,
-                _ if desc => b.value.total_cmp(&a.value),
-                _ => a.value.total_cmp(&b.value),
-            });
-            Ok(Value::Vector(v))
-        }
-        other => Err(QueryError::Execution(format!(
-            "function {other:?} is not supported"
-        ))),
+        F::LabelReplace => label_replace(ev, c, t).map(Value::Vector),
+        F::LabelJoin => label_join(ev, c, t).map(Value::Vector),
+        F::Sort => sort(ev, c, t),
     }
 }
 
@@ -317,6 +255,14 @@ mod tests {
         let samples = [s(0, 10.0), s(10_000, 20.0), s(20_000, 5.0), s(30_000, 15.0)];
         let inc = extrapolated_rate(&samples, 0, 30_000, true, false, 30_000).expect("increase");
         assert!((inc - 25.0).abs() < 1e-9, "{inc}");
+    }
+
+    #[test]
+    fn the_name_table_is_sorted_and_knows_each_name_once() {
+        assert!(FUNCTIONS.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(FUNCTIONS.iter().all(|(n, f)| family(n) == Some(*f)));
+        assert_eq!(family("rate"), Some(Family::Window));
+        assert_eq!(family("no_such_function"), None);
     }
 
     #[test]

@@ -52,30 +52,59 @@ pub(crate) fn window_value(
 
 /// Whether [`window_value`] knows `name`.
 pub(crate) fn is_window_function(name: &str) -> bool {
-    matches!(
-        name,
-        "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "changes"
-            | "resets"
-            | "deriv"
-            | "avg_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "sum_over_time"
-            | "count_over_time"
-            | "last_over_time"
-            | "present_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-    )
+    family(name) == Some(Family::Window)
+}
+
+/// A [`Family::Window`] function: [`window_value`] of each series' window.
+pub(super) fn over_window(ev: &impl Operands, c: &Call, t: i64) -> Result<Value, QueryError> {
+    let name = c.func.name;
+    let r = ev.range_arg(arg(c, 0)?, t)?;
+    let (end, range) = (r.end, r.range);
+    let keep_name = keeps_name(name);
+    let out = r
+        .windows
+        .into_iter()
+        .filter_map(|w| {
+            window_value(name, &w.samples, w.rollup, end, range).map(|value| Element {
+                labels: if keep_name {
+                    w.labels.clone()
+                } else {
+                    ev.drop_name(&w.labels)
+                },
+                value,
+            })
+        })
+        .collect();
+    Ok(Value::Vector(out))
+}
+
+/// `predict_linear(v range-vector, t scalar)`.
+pub(super) fn predict_linear(ev: &impl Operands, c: &Call, t: i64) -> Result<Value, QueryError> {
+    let r = ev.range_arg(arg(c, 0)?, t)?;
+    let d = ev.eval_scalar(arg(c, 1)?, t)?;
+    Ok(per_window(ev, r, |w| {
+        (w.samples.len() >= 2).then(|| {
+            let (slope, intercept) = linear_regression(&w.samples, t);
+            slope * d + intercept
+        })
+    }))
+}
+
+/// `quantile_over_time(q scalar, v range-vector)`.
+pub(super) fn quantile_over_time(
+    ev: &impl Operands,
+    c: &Call,
+    t: i64,
+) -> Result<Value, QueryError> {
+    let q = ev.eval_scalar(arg(c, 0)?, t)?;
+    Ok(per_window(ev, ev.range_arg(arg(c, 1)?, t)?, |w| {
+        let mut vals: Vec<f64> = w.samples.iter().map(|s| s.value).collect();
+        Some(quantile(q, &mut vals))
+    }))
 }
 
 pub(super) fn per_window(
-    ev: &Evaluator<'_>,
+    ev: &impl Operands,
     r: RangeArg<'_>,
     f: impl Fn(&Window<'_>) -> Option<f64>,
 ) -> Value {

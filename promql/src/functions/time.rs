@@ -2,6 +2,27 @@
 
 use super::*;
 
+/// A [`Family::Date`] function of each value, or of the evaluation time when called
+/// without an argument.
+pub(super) fn date(ev: &impl Operands, c: &Call, t: i64) -> Result<Value, QueryError> {
+    let name = c.func.name;
+    let v = match c.args.args.first() {
+        None => vec![Element {
+            labels: Arc::default(),
+            value: t as f64 / 1000.0,
+        }],
+        Some(e) => ev.eval_vector(e, t)?,
+    };
+    Ok(Value::Vector(
+        v.into_iter()
+            .map(|e| Element {
+                labels: ev.drop_name(&e.labels),
+                value: date_part(name, e.value),
+            })
+            .collect(),
+    ))
+}
+
 /// A calendar field of a Unix time (seconds), in UTC.
 pub(super) fn date_part(name: &str, secs: f64) -> f64 {
     let Some(d) = chrono::Utc.timestamp_opt(secs as i64, 0).single() else {

@@ -5,17 +5,26 @@
 //! folds a backlog into one digest message. A notification that fails every attempt
 //! becomes a dead letter and its receiver's policy applies (hold, retry, ignore, notify).
 //! Every attempt is logged with status, latency and response.
+//!
+//! What waits in memory is bounded ([`DeliveryOptions::queue_capacity`]): a notification
+//! that finds its queue full is not held; it is counted
+//! ([`DeliveryOptions::overflow`]), logged and dead-lettered with the reason, so it stays
+//! in the outbox and its receiver's dead-letter policy applies to it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use nunchi_model::now_ms;
 use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, DeadLetterAction};
 use crate::notify::{AttemptError, Notification, Reason, scale, slack, webhook};
-use crate::store::{Attempt, OutboxEntry, OutboxState, SlackRef, Store, next_id};
+use crate::store::{Attempt, OutboxEntry, OutboxState, Store, next_id};
+
+mod slack_queue;
 
 /// The one-message-a-second pace Slack documents per channel.
 pub const SLACK_INTERVAL: Duration = Duration::from_secs(1);
@@ -27,18 +36,86 @@ pub const SLACK_BURST: f64 = 3.0;
 /// Notifications waiting for one channel that are folded into a digest.
 pub const DIGEST_MIN: usize = 3;
 
+/// Notifications a delivery queue holds by default (Prometheus' notification queue
+/// capacity).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+
+/// The name of the overflow counter [`DeliveryOptions::default`] makes.
+pub const OVERFLOW_METRIC: &str = "nunchi_notifications_overflowed_total";
+
+/// How notifications are sent.
+#[derive(Clone)]
+pub struct DeliveryOptions {
+    /// The client webhooks and scale hooks are posted with (its own timeouts, proxy and
+    /// TLS settings apply; each target's `timeout` bounds every request too).
+    pub http: reqwest::Client,
+    /// Notifications one queue holds in memory: each Slack channel's queue, and the
+    /// webhooks' and scale hooks' together. Default [`DEFAULT_QUEUE_CAPACITY`].
+    pub queue_capacity: usize,
+    /// Counts the notifications that found their queue full.
+    pub overflow: prometheus::IntCounter,
+}
+
+impl Default for DeliveryOptions {
+    /// A client with rustls over the `ring` provider (installed as the process default
+    /// unless one already is), the default queue capacity and an unregistered counter.
+    fn default() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        DeliveryOptions {
+            http: reqwest::Client::builder()
+                .user_agent(concat!("nunchi/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            overflow: overflow_counter(),
+        }
+    }
+}
+
+/// A new, unregistered [`OVERFLOW_METRIC`] counter.
+pub fn overflow_counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new(
+        OVERFLOW_METRIC,
+        "Notifications dead-lettered because their delivery queue was full.",
+    )
+    .unwrap_or_else(|_| unreachable!("the metric's name is valid"))
+}
+
+/// One Slack channel's queue and how much it holds.
+struct SlackQueue {
+    tx: mpsc::UnboundedSender<OutboxEntry>,
+    held: Arc<AtomicUsize>,
+}
+
 /// Sends outbox entries.
 pub struct Delivery {
     store: Store,
     http: reqwest::Client,
     slack: slack::Slack,
     config: Arc<RwLock<Arc<Config>>>,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<OutboxEntry>>>,
+    queues: Mutex<HashMap<String, SlackQueue>>,
+    /// Webhook and scale-hook notifications being sent or waiting for a retry.
+    http_held: Arc<AtomicUsize>,
+    capacity: usize,
+    overflow: prometheus::IntCounter,
     external_url: String,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// Gives a queue's place back when dropped.
+struct Held(Arc<AtomicUsize>, usize);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
+/// Takes a place in a queue of `capacity`, or `false` when it is full.
+fn take_place(held: &AtomicUsize, capacity: usize) -> bool {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < capacity).then_some(n + 1)
+    })
+    .is_ok()
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -52,17 +129,17 @@ impl Delivery {
         store: Store,
         config: Arc<RwLock<Arc<Config>>>,
         external_url: String,
+        options: DeliveryOptions,
     ) -> Arc<Delivery> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("nunchi/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Arc::new(Delivery {
             store,
-            http,
+            http: options.http,
             slack: slack::Slack::default(),
             config,
             queues: Mutex::new(HashMap::new()),
+            http_held: Arc::new(AtomicUsize::new(0)),
+            capacity: options.queue_capacity.max(1),
+            overflow: options.overflow,
             external_url,
         })
     }
@@ -141,20 +218,46 @@ impl Delivery {
         self.start(e);
     }
 
-    /// Starts delivering an entry already in the outbox.
+    /// Starts delivering an entry already in the outbox; one that finds its queue full
+    /// is dead-lettered.
     pub fn start(self: &Arc<Self>, e: OutboxEntry) {
         if e.integration == "slack" {
             let key = self.slack_key(&e);
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = queues.entry(key.clone()).or_insert_with(|| {
+            let q = queues.entry(key.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(self.clone().slack_worker(key.clone(), rx));
-                tx
+                let held = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(self.clone().slack_worker(key.clone(), rx, held.clone()));
+                SlackQueue { tx, held }
             });
-            let _ = tx.send(e);
+            if take_place(&q.held, self.capacity) {
+                let _ = q.tx.send(e);
+            } else {
+                drop(queues);
+                self.overflowed(e, &format!("Slack channel {key}"));
+            }
+        } else if take_place(&self.http_held, self.capacity) {
+            let held = Held(self.http_held.clone(), 1);
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.http_worker(e).await;
+                drop(held);
+            });
         } else {
-            tokio::spawn(self.clone().http_worker(e));
+            self.overflowed(e, "webhooks and scale hooks");
         }
+    }
+
+    /// Counts, logs and dead-letters `e`, whose queue (`queue`) is full.
+    fn overflowed(self: &Arc<Self>, mut e: OutboxEntry, queue: &str) {
+        self.overflow.inc();
+        let why = format!(
+            "delivery queue full: the queue of {queue} holds {} notifications",
+            self.capacity
+        );
+        tracing::warn!(receiver = %e.receiver, kind = %e.integration, id = e.id, capacity = self.capacity, "notification not queued: {why}");
+        let this = self.clone();
+        tokio::spawn(async move { this.dead(&mut e, &why).await });
     }
 
     /// Re-sends what was pending when the process stopped.
@@ -241,18 +344,6 @@ impl Delivery {
                 let _ = self.retry(e.id).await;
             }
         }
-    }
-
-    fn slack_key(&self, e: &OutboxEntry) -> String {
-        let config = self.config();
-        config
-            .receivers
-            .get(&e.receiver)
-            .and_then(|r| r.slack.get(e.target))
-            .map_or_else(
-                || e.receiver.clone(),
-                |t| format!("{}#{}", t.url, t.channel.clone().unwrap_or_default()),
-            )
     }
 
     async fn log(
@@ -436,167 +527,5 @@ impl Delivery {
             let this = self.clone();
             tokio::spawn(async move { this.notify(&n).await });
         }
-    }
-
-    async fn slack_worker(
-        self: Arc<Self>,
-        key: String,
-        mut rx: mpsc::UnboundedReceiver<OutboxEntry>,
-    ) {
-        let mut next_send = Instant::now();
-        let mut tokens = SLACK_BURST;
-        let mut refilled = Instant::now();
-        let mut queue: VecDeque<OutboxEntry> = VecDeque::new();
-        loop {
-            if queue.is_empty() {
-                match rx.recv().await {
-                    Some(e) => queue.push_back(e),
-                    None => return,
-                }
-            }
-            tokens = (tokens + refilled.elapsed().as_secs_f64() / SLACK_INTERVAL.as_secs_f64())
-                .min(SLACK_BURST);
-            refilled = Instant::now();
-            if tokens < 1.0 {
-                let wait = SLACK_INTERVAL.mul_f64(1.0 - tokens);
-                next_send = next_send.max(Instant::now() + wait);
-            }
-            tokio::time::sleep_until(next_send.into()).await;
-            tokens = (tokens + refilled.elapsed().as_secs_f64() / SLACK_INTERVAL.as_secs_f64())
-                .min(SLACK_BURST);
-            refilled = Instant::now();
-            while let Ok(e) = rx.try_recv() {
-                queue.push_back(e);
-            }
-            // A backlog (several notifications waiting for the channel's turn) goes out as
-            // one digest; otherwise one notification per message.
-            let mut batch: Vec<OutboxEntry> = if queue.len() >= DIGEST_MIN {
-                queue.drain(..).collect()
-            } else {
-                queue.pop_front().into_iter().collect()
-            };
-            let mut attempt = 0usize;
-            loop {
-                let started = Instant::now();
-                let result = self.send_slack(&batch).await;
-                tokens = (tokens - 1.0).max(0.0);
-                attempt += 1;
-                let logged = result
-                    .as_ref()
-                    .map(|_| (200, "ok".to_owned()))
-                    .map_err(|x| AttemptError {
-                        status: x.status,
-                        message: x.message.clone(),
-                        retry_after: x.retry_after,
-                        retryable: x.retryable,
-                    });
-                for e in &mut batch {
-                    e.attempts += 1;
-                    self.log(e, started, &logged).await;
-                }
-                match result {
-                    Ok(()) => {
-                        for e in &batch {
-                            let _ = self
-                                .store
-                                .set_state(e.id, OutboxState::Delivered, e.attempts, None)
-                                .await;
-                        }
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::warn!(channel = %key, attempt, error = %err.message, "Slack delivery failed");
-                        let delay = crate::config::DEFAULT_RETRY_DELAYS
-                            .get(attempt - 1)
-                            .copied();
-                        match (err.retry_after, delay) {
-                            (Some(ra), _) if attempt < 20 => next_send = Instant::now() + ra,
-                            (None, Some(d)) if err.is_retryable() => {
-                                next_send = Instant::now() + jitter(d)
-                            }
-                            _ => {
-                                for e in &mut batch {
-                                    self.dead(e, &err.message).await;
-                                }
-                                break;
-                            }
-                        }
-                        tokio::time::sleep_until(next_send.into()).await;
-                        while let Ok(e) = rx.try_recv() {
-                            queue.push_back(e);
-                        }
-                        if batch.len() + queue.len() >= DIGEST_MIN {
-                            batch.extend(queue.drain(..));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn send_slack(&self, batch: &[OutboxEntry]) -> Result<(), AttemptError> {
-        let config = self.config();
-        let gone = || AttemptError {
-            status: None,
-            message: "receiver no longer configured".into(),
-            retry_after: None,
-            retryable: false,
-        };
-        let first = &batch[0];
-        let target = config
-            .receivers
-            .get(&first.receiver)
-            .and_then(|r| r.slack.get(first.target))
-            .ok_or_else(gone)?;
-        let ns: Vec<Notification> = batch
-            .iter()
-            .filter_map(|e| serde_json::from_value(e.payload.clone()).ok())
-            .collect();
-        if ns.is_empty() {
-            return Err(AttemptError {
-                status: None,
-                message: "bad payload".into(),
-                retry_after: None,
-                retryable: false,
-            });
-        }
-        let ref_key = |e: &OutboxEntry| format!("{}/{}", e.receiver, e.target);
-        if ns.len() == 1 {
-            let n = &ns[0];
-            let old = self
-                .store
-                .slack_ref(&n.group_key, &ref_key(first))
-                .await
-                .ok()
-                .flatten();
-            let content = slack::message(n, target.title.as_deref());
-            let resolved_only = n.firing().next().is_none();
-            let (update, thread) = match (&old, resolved_only) {
-                (Some(r), true) if !r.digest => (Some(r), None),
-                (Some(r), true) => (None, Some(r)),
-                _ => (None, None),
-            };
-            let posted = self.slack.send(target, content, update, thread).await?;
-            let keep = if resolved_only { None } else { posted };
-            let _ = self
-                .store
-                .set_slack_ref(&n.group_key, &ref_key(first), keep.as_ref())
-                .await;
-            return Ok(());
-        }
-        tracing::info!(count = ns.len(), "Slack backlog folded into one digest");
-        let posted = self
-            .slack
-            .send(target, slack::digest(&ns), None, None)
-            .await?;
-        for (e, n) in batch.iter().zip(&ns) {
-            let r = posted.clone().map(|p| SlackRef { digest: true, ..p });
-            let keep = if n.firing().next().is_none() { None } else { r };
-            let _ = self
-                .store
-                .set_slack_ref(&n.group_key, &ref_key(e), keep.as_ref())
-                .await;
-        }
-        Ok(())
     }
 }

@@ -18,10 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use nunchi_model::{
-    Alert, AlertState, Labels, STALE_NAN_BITS, Sample, ScaleAction, ScaleRequest, Series,
+    AlertState, Labels, STALE_NAN_BITS, Sample, ScaleAction, ScaleRequest, Series, now_ms,
 };
 use promql_parser::parser::Expr;
-use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
@@ -29,43 +28,11 @@ use super::alerting::{ActiveAlert, AlertingRule, Samples};
 use super::file::{self, Rule, RuleFileError, RuleKind};
 use nunchi_promql::{QueryError, QueryLimits, QueryResult};
 
-/// How rules read: an instant query of a parsed expression (`text` is the same, for a
-/// store that takes text) at a time, in ms (Prometheus' `QueryFunc`).
-pub trait Queryable: Send + Sync + 'static {
-    /// Evaluates `expr` at `t` within `limits`.
-    fn instant<'a>(
-        &'a self,
-        expr: &'a Expr,
-        text: &'a str,
-        t: i64,
-        limits: QueryLimits,
-    ) -> futures_util::future::BoxFuture<'a, Result<QueryResult, QueryError>>;
-}
+mod ports;
+mod view;
+pub use view::{GroupView, RuleView};
 
-/// Where recorded series and `ALERTS` go (Prometheus' `Appendable`).
-pub trait Appendable: Send + Sync + 'static {
-    /// Stores `series`; the error says why not.
-    fn append<'a>(
-        &'a self,
-        series: &'a [Series],
-    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
-}
-
-/// Where alerts and scale requests go (implemented over `nunchi_alerts` by the collector).
-pub trait Notify: Send + Sync + 'static {
-    /// Alerts from one evaluation: firing ones and resolutions.
-    fn send(&self, alerts: Vec<Alert>);
-    /// A scale request from a scaling rule.
-    fn scale(&self, request: ScaleRequest, alert: Option<Alert>);
-}
-
-/// Where alert state is saved between runs.
-pub trait StateStore: Send + Sync + 'static {
-    /// Every saved rule state (key, JSON).
-    fn load(&self) -> futures_util::future::BoxFuture<'_, Vec<(String, String)>>;
-    /// Saves (or with `None` deletes) one rule's state.
-    fn save(&self, key: String, body: Option<String>) -> futures_util::future::BoxFuture<'_, ()>;
-}
+pub use ports::{Appendable, Notify, Queryable, StateStore};
 
 /// Settings of the manager.
 #[derive(Debug, Clone)]
@@ -165,10 +132,6 @@ pub struct Manager {
     last_reload: RwLock<(i64, Option<String>)>,
     shutdown: watch::Receiver<bool>,
     wake: Arc<tokio::sync::Notify>,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn samples_of(r: QueryResult) -> Result<Samples, String> {
@@ -602,87 +565,6 @@ impl Manager {
         };
     }
 
-    /// Every group's rules as `/api/v1/rules` shows them.
-    pub async fn snapshot(&self) -> Vec<GroupView> {
-        let groups: Vec<_> = self
-            .groups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(g, _)| g.clone())
-            .collect();
-        let mut out = Vec::new();
-        for g in groups {
-            let g = g.lock().await;
-            out.push(GroupView {
-                name: g.name.clone(),
-                file: g.file.display().to_string(),
-                interval: g.interval.as_secs_f64(),
-                limit: g.limit,
-                evaluation_time: g.health.duration.as_secs_f64(),
-                last_evaluation: g.health.last_evaluation,
-                rules: g
-                    .rules
-                    .iter()
-                    .map(|r| {
-                        let rule = r.rule();
-                        let h = r.health();
-                        let (kind, state, alerts, duration, keep, annotations) =
-                            match (r, &rule.kind) {
-                                (
-                                    RuleRun::Alerting(a, _),
-                                    RuleKind::Alerting {
-                                        for_,
-                                        keep_firing_for,
-                                        annotations,
-                                        ..
-                                    },
-                                ) => {
-                                    let mut alerts: Vec<ActiveAlert> = a
-                                        .alerts
-                                        .values()
-                                        .filter(|x| x.state != AlertState::Inactive || x.flapping)
-                                        .cloned()
-                                        .collect();
-                                    alerts.sort_by(|x, y| x.labels.cmp(&y.labels));
-                                    (
-                                        "alerting",
-                                        Some(a.state()),
-                                        alerts,
-                                        for_.as_secs_f64(),
-                                        keep_firing_for.as_secs_f64(),
-                                        annotations.clone(),
-                                    )
-                                }
-                                _ => ("recording", None, Vec::new(), 0.0, 0.0, BTreeMap::new()),
-                            };
-                        RuleView {
-                            name: rule.name().to_owned(),
-                            query: rule.expr_text.clone(),
-                            kind,
-                            state,
-                            duration,
-                            keep_firing_for: keep,
-                            labels: rule.labels.clone(),
-                            annotations,
-                            alerts,
-                            health: match (&h.last_error, h.last_evaluation) {
-                                (Some(_), _) => "err",
-                                (None, 0) => "unknown",
-                                _ => "ok",
-                            },
-                            last_error: h.last_error.clone().unwrap_or_default(),
-                            evaluation_time: h.duration.as_secs_f64(),
-                            last_evaluation: h.last_evaluation,
-                            scale: rule.scale.as_ref().map(|s| s.group.clone()),
-                        }
-                    })
-                    .collect(),
-            });
-        }
-        out
-    }
-
     /// When the last reload happened and its error, if it failed.
     pub fn last_reload(&self) -> (i64, Option<String>) {
         self.last_reload
@@ -690,56 +572,4 @@ impl Manager {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-}
-
-/// A group as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupView {
-    /// Name.
-    pub name: String,
-    /// File.
-    pub file: String,
-    /// Interval (s).
-    pub interval: f64,
-    /// Series limit per rule.
-    pub limit: usize,
-    /// Last evaluation's duration (s).
-    pub evaluation_time: f64,
-    /// Last evaluation (ms).
-    pub last_evaluation: i64,
-    /// Rules.
-    pub rules: Vec<RuleView>,
-}
-
-/// A rule as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleView {
-    /// Name.
-    pub name: String,
-    /// Expression.
-    pub query: String,
-    /// `alerting` or `recording`.
-    pub kind: &'static str,
-    /// State (alerting rules).
-    pub state: Option<AlertState>,
-    /// `for` (s).
-    pub duration: f64,
-    /// `keep_firing_for` (s).
-    pub keep_firing_for: f64,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Annotation templates.
-    pub annotations: BTreeMap<String, String>,
-    /// Pending and firing alerts.
-    pub alerts: Vec<ActiveAlert>,
-    /// `ok`, `err` or `unknown`.
-    pub health: &'static str,
-    /// The last error.
-    pub last_error: String,
-    /// Last evaluation's duration (s).
-    pub evaluation_time: f64,
-    /// Last evaluation (ms).
-    pub last_evaluation: i64,
-    /// Target group, for scaling rules.
-    pub scale: Option<String>,
 }
