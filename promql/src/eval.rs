@@ -1,10 +1,11 @@
 //! Evaluation of a parsed expression at one instant, over data loaded beforehand.
 //!
-//! Selection follows Prometheus 2's rules: an instant selector takes each series' newest
-//! sample in `[t - lookback, t]` unless it is a staleness marker; a range selector takes
-//! the samples in `[t - range, t]`, staleness markers left out; offsets and `@` shift `t`.
-//! A subquery evaluates its inner expression at the multiples of its step that fall in
-//! `[t - range, t]`; those inner results are kept, so the steps of a range query share them.
+//! Selection follows the bounds in [`crate::bounds`] (Prometheus 2's): an instant selector
+//! takes each series' newest sample in its lookback window unless it is a staleness
+//! marker; a range selector takes the samples in its window, staleness markers left out;
+//! offsets and `@` shift `t`. A subquery evaluates its inner expression at the multiples
+//! of its step that fall in its window; those inner results are kept, so the steps of a
+//! range query share them.
 //!
 //! Label sets are shared (`Arc`), and the label sets derived from them (the metric name
 //! dropped, a grouping) are computed once per query, not once per step.
@@ -23,10 +24,12 @@ use std::sync::Arc;
 use nunchi_model::{Labels, METRIC_NAME, Sample, is_stale_nan};
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
+use super::QueryError;
+use super::bounds::{lookback_first, window_first};
 use super::gate::Cancel;
+use super::load::{Loaded, LoadedSeries, selector_time, subquery_step, subquery_time};
 use super::step::{Operands, RangeArg, Window};
 use super::value::{Element, Value};
-use super::{Loaded, LoadedSeries, QueryError, at_time, selector_time};
 
 /// Derived label sets, keyed by (the node deriving them, the source set's address). The
 /// source is kept alive with its result, so its address cannot be reused within a query.
@@ -113,7 +116,7 @@ impl<'a> Evaluator<'a> {
             let samples = s.samples();
             let i = samples.partition_point(|x| x.timestamp_ms <= at);
             let last = *samples.get(i.checked_sub(1)?)?;
-            (last.timestamp_ms >= at - lookback && !is_stale_nan(last.value))
+            (last.timestamp_ms >= lookback_first(at, lookback) && !is_stale_nan(last.value))
                 .then_some((&s.labels, last))
         })
     }
@@ -132,7 +135,7 @@ impl<'a> Evaluator<'a> {
     fn window(&self, ms: &MatrixSelector, t: i64) -> RangeArg<'a> {
         let at = selector_time(&ms.vs, t, self.start, self.end);
         let range = ms.range.as_millis() as i64;
-        let from = at - range;
+        let from = window_first(at, range);
         let mut windows = Vec::new();
         for s in self.series(&ms.vs) {
             let all = s.samples();
@@ -205,8 +208,9 @@ impl<'a> Evaluator<'a> {
         let range = sq.range.as_millis() as i64;
         let mut order: Vec<Arc<Labels>> = Vec::new();
         let mut by_labels: HashMap<Arc<Labels>, Vec<Sample>> = HashMap::new();
-        let mut ti = (end - range).div_euclid(step) * step;
-        if ti < end - range {
+        let first = window_first(end, range);
+        let mut ti = first.div_euclid(step) * step;
+        if ti < first {
             ti += step;
         }
         // The window must fit what is left of the budget before any step is computed (so
@@ -339,17 +343,4 @@ impl<'a> Operands for Evaluator<'a> {
             .map(|(labels, s)| (labels.clone(), s))
             .collect()
     }
-}
-
-/// A subquery's step: its own, or the default.
-pub(crate) fn subquery_step(sq: &SubqueryExpr, default: i64) -> i64 {
-    sq.step
-        .map(|d| d.as_millis() as i64)
-        .filter(|&s| s > 0)
-        .unwrap_or(default)
-}
-
-/// The time a subquery's window ends at, for an evaluation at `t`.
-pub(crate) fn subquery_time(sq: &SubqueryExpr, t: i64, start: i64, end: i64) -> i64 {
-    at_time(&sq.at, &sq.offset, t, start, end)
 }

@@ -11,7 +11,8 @@ pub(crate) fn keeps_name(name: &str) -> bool {
 
 /// The value of a function of one range window without parameters (`rate`, `changes`,
 /// `deriv`, the `*_over_time` family, ...) over `samples` (staleness markers left out),
-/// for a window `(end - range, end]`; `None` where it has none.
+/// the samples a window of `range` ms ending at `end` takes ([`crate::bounds`]); `None`
+/// where it has none.
 pub(crate) fn window_value(
     name: &str,
     samples: &[Sample],

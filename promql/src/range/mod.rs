@@ -22,12 +22,13 @@ use rayon::prelude::*;
 
 use super::aggregate::{Acc, group_labels};
 use super::binary::{apply, drops_name, is_comparison};
+use super::bounds::{lookback_first, window_first};
 use super::functions::{
     Edges, Extrapolation, extrapolate, extrapolate_exact, extrapolated_rate_scan,
     is_window_function, keeps_name, window_value,
 };
+use super::load::{Loaded, LoadedSeries, offset_ms};
 use super::value::drop_name;
-use super::{Loaded, LoadedSeries, offset_ms};
 
 mod aggregate;
 mod window;
@@ -174,7 +175,9 @@ fn selector(loaded: &Loaded, vs: &VectorSelector, steps: &Steps, lookback: i64) 
             let v = j
                 .checked_sub(1)
                 .map(|k| samples[k])
-                .filter(|x| x.timestamp_ms >= at - lookback && !is_stale_nan(x.value))
+                .filter(|x| {
+                    x.timestamp_ms >= lookback_first(at, lookback) && !is_stale_nan(x.value)
+                })
                 .map(|x| x.value);
             any |= v.is_some();
             values.push(v);

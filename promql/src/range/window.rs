@@ -14,16 +14,16 @@ pub(super) struct Window<'a> {
     pub(super) steps: &'a Steps,
 }
 
-/// Moves the cursors `a..b` forward to the samples in `(start, end]`.
+/// Moves the cursors `a..b` forward to the samples in `[first, end]`.
 #[inline]
 pub(super) fn window_bounds(
     samples: &[Sample],
     a: &mut usize,
     b: &mut usize,
-    start: i64,
+    first: i64,
     end: i64,
 ) {
-    while *a < samples.len() && samples[*a].timestamp_ms < start {
+    while *a < samples.len() && samples[*a].timestamp_ms < first {
         *a += 1;
     }
     *b = (*b).max(*a);
@@ -225,7 +225,7 @@ impl<'a> Window<'a> {
         let mut i = 0;
         while i < steps.n {
             let end = steps.at(i) - self.off;
-            a.seek(&runs, end - range);
+            a.seek(&runs, window_first(end, range));
             b.seek(&runs, end + 1);
             let n = b.pos - a.pos;
             if n < 2 {
@@ -376,7 +376,7 @@ impl<'a> Window<'a> {
         let (mut a, mut b) = (0, 0);
         for i in 0..steps.n {
             let end = steps.at(i) - self.off;
-            window_bounds(samples, &mut a, &mut b, end - range, end);
+            window_bounds(samples, &mut a, &mut b, window_first(end, range), end);
             let raw = &samples[a..b];
             let window: &[Sample] = if stale {
                 x.fresh.clear();
