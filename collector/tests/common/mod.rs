@@ -3,6 +3,7 @@
 //! Debian's Prometheus.
 #![allow(dead_code, unused_imports, missing_docs, unreachable_pub)]
 
+pub mod alerting;
 pub mod dataset;
 
 use std::path::{Path, PathBuf};
