@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use nunchi_model::api::SilenceMatcher;
 use regex::Regex;
 
 /// A matcher that does not parse.
@@ -67,46 +68,26 @@ impl Matcher {
         })
     }
 
-    /// Parses one matcher.
+    /// Parses one matcher (the text form is [`SilenceMatcher::parse`]'s) and compiles
+    /// its regex.
     pub fn parse(text: &str) -> Result<Matcher, MatcherError> {
-        let err = |reason: &str| MatcherError {
+        let err = |reason: String| MatcherError {
             text: text.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
-        let t = text.trim();
-        let at = t
-            .find(['=', '!'])
-            .ok_or_else(|| err("no operator (=, !=, =~, !~)"))?;
-        let name = t[..at].trim();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        {
-            return Err(err("invalid label name"));
-        }
-        let rest = &t[at..];
-        let (op, rest) = if let Some(r) = rest.strip_prefix("=~") {
-            (MatchOp::Regex, r)
-        } else if let Some(r) = rest.strip_prefix("!~") {
-            (MatchOp::NotRegex, r)
-        } else if let Some(r) = rest.strip_prefix("!=") {
-            (MatchOp::NotEqual, r)
-        } else if let Some(r) = rest.strip_prefix('=') {
-            (MatchOp::Equal, r)
-        } else {
-            return Err(err("no operator (=, !=, =~, !~)"));
+        let m = SilenceMatcher::parse(text).map_err(|e| err(e.0))?;
+        Matcher::from_silence(&m).map_err(|e| err(e.reason))
+    }
+
+    /// The matcher an API or silence matcher stands for, its regex compiled.
+    pub fn from_silence(m: &SilenceMatcher) -> Result<Matcher, MatcherError> {
+        let op = match (m.is_regex, m.is_equal) {
+            (false, true) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Regex,
+            (true, false) => MatchOp::NotRegex,
         };
-        let rest = rest.trim();
-        let value = if let Some(q) = rest.strip_prefix('"') {
-            let q = q
-                .strip_suffix('"')
-                .ok_or_else(|| err("unterminated quoted value"))?;
-            unescape(q)
-        } else {
-            rest.to_owned()
-        };
-        Matcher::new(name, op, &value).map_err(|e| err(&e.reason))
+        Matcher::new(&m.name, op, &m.value)
     }
 
     /// Whether `labels` satisfy the matcher (a missing label counts as empty).
@@ -137,23 +118,6 @@ impl std::fmt::Display for Matcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
     }
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(o) => out.push(o),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Whether every matcher matches.

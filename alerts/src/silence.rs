@@ -6,27 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::matcher::{MatchOp, Matcher, MatcherError};
+use crate::matcher::{Matcher, MatcherError};
 
-/// A matcher as the silences API carries it (Alertmanager's v2 JSON shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SilenceMatcher {
-    /// Label name.
-    pub name: String,
-    /// Value or regex.
-    pub value: String,
-    /// Regex match.
-    #[serde(default)]
-    pub is_regex: bool,
-    /// Equality (false: negated).
-    #[serde(default = "yes")]
-    pub is_equal: bool,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use nunchi_model::api::SilenceMatcher;
 
 /// A silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,18 +62,7 @@ impl Silence {
     }
 
     fn compiled(&self) -> Result<Vec<Matcher>, MatcherError> {
-        self.matchers
-            .iter()
-            .map(|m| {
-                let op = match (m.is_regex, m.is_equal) {
-                    (false, true) => MatchOp::Equal,
-                    (false, false) => MatchOp::NotEqual,
-                    (true, true) => MatchOp::Regex,
-                    (true, false) => MatchOp::NotRegex,
-                };
-                Matcher::new(&m.name, op, &m.value)
-            })
-            .collect()
+        self.matchers.iter().map(Matcher::from_silence).collect()
     }
 
     /// Whether the silence is in force at `now`.

@@ -132,9 +132,9 @@ pub fn clock(secs: f64, with_date: bool) -> String {
 
 /// An RFC 3339 time as Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
-    chrono::DateTime::parse_from_rfc3339(s)
+    nunchi_model::time::parse_rfc3339(s)
         .ok()
-        .map(|t| t.timestamp_millis() as f64 / 1e3)
+        .map(|ms| ms as f64 / 1e3)
 }
 
 /// A Prometheus duration (`5m`, `1h`, `7d`) in seconds.

@@ -7,8 +7,10 @@
 //! This crate is pure: no I/O, no async runtime, so the dashboard's wasm build can use it.
 
 mod alert;
+pub mod api;
 mod labels;
 pub mod number;
+pub mod time;
 
 pub use alert::{Alert, AlertState, ScaleAction, ScaleRequest, fingerprint};
 

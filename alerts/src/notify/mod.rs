@@ -127,11 +127,7 @@ pub fn verify(secret: &str, timestamp: i64, body: &[u8], signature: &str) -> boo
 }
 
 /// RFC 3339 with milliseconds, as Alertmanager writes times.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use nunchi_model::time::rfc3339_millis as rfc3339;
 
 /// The result of one attempt.
 #[derive(Debug)]

@@ -12,18 +12,14 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use nunchi_alerts::store::OutboxState;
 use nunchi_alerts::{Silence, SilenceMatcher};
+use nunchi_model::api;
 use nunchi_model::number::format_exp;
+use nunchi_model::time::rfc3339;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{ApiError, AppState, success};
 use crate::rules::alerting::ActiveAlert;
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
 
 fn unavailable() -> ApiError {
     ApiError {
@@ -58,21 +54,16 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/-/reload", post(reload).put(reload))
 }
 
-fn alert_json(a: &ActiveAlert) -> Value {
-    let mut v = json!({
-        "labels": a.labels,
-        "annotations": a.annotations,
-        "state": a.state.as_str(),
-        "activeAt": rfc3339(a.active_at),
-        "value": format_exp(a.value),
-    });
-    if let Some(k) = a.keep_firing_since {
-        v["keepFiringSince"] = json!(rfc3339(k));
+fn alert_view(a: &ActiveAlert) -> api::Alert {
+    api::Alert {
+        labels: a.labels.clone(),
+        annotations: a.annotations.clone(),
+        state: a.state.as_str().to_owned(),
+        active_at: rfc3339(a.active_at),
+        keep_firing_since: a.keep_firing_since.map(rfc3339),
+        value: format_exp(a.value),
+        flapping: a.flapping,
     }
-    if a.flapping {
-        v["flapping"] = json!(true);
-    }
-    v
 }
 
 #[derive(Deserialize)]
@@ -99,62 +90,53 @@ async fn rules(
         Some(a) => a.manager.snapshot().await,
         None => Vec::new(),
     };
-    let groups: Vec<Value> = groups
+    let groups = groups
         .into_iter()
-        .map(|g| {
-            let rules: Vec<Value> = g
+        .map(|g| api::RuleGroup {
+            rules: g
                 .rules
                 .iter()
                 .filter(|r| want.is_none_or(|w| w == r.kind))
                 .map(|r| {
-                    let mut v = if r.kind == "alerting" {
-                        json!({
-                            "state": r.state.map_or("inactive", |s| s.as_str()),
-                            "name": r.name,
-                            "query": r.query,
-                            "duration": r.duration,
-                            "keepFiringFor": r.keep_firing_for,
-                            "labels": r.labels,
-                            "annotations": r.annotations,
-                            "alerts": r.alerts.iter().map(alert_json).collect::<Vec<_>>(),
-                        })
-                    } else {
-                        json!({"name": r.name, "query": r.query, "labels": r.labels})
-                    };
-                    v["health"] = json!(r.health);
-                    if !r.last_error.is_empty() {
-                        v["lastError"] = json!(r.last_error);
+                    let alerting = r.kind == "alerting";
+                    api::Rule {
+                        state: alerting
+                            .then(|| r.state.map_or("inactive", |s| s.as_str()).to_owned()),
+                        name: r.name.clone(),
+                        query: r.query.clone(),
+                        duration: alerting.then_some(r.duration),
+                        keep_firing_for: alerting.then_some(r.keep_firing_for),
+                        labels: r.labels.clone(),
+                        annotations: alerting.then(|| r.annotations.clone()),
+                        alerts: alerting.then(|| r.alerts.iter().map(alert_view).collect()),
+                        health: r.health.to_owned(),
+                        last_error: (!r.last_error.is_empty()).then(|| r.last_error.clone()),
+                        evaluation_time: r.evaluation_time,
+                        last_evaluation: rfc3339(r.last_evaluation),
+                        kind: r.kind.to_owned(),
+                        scale_group: r.scale.clone(),
                     }
-                    v["evaluationTime"] = json!(r.evaluation_time);
-                    v["lastEvaluation"] = json!(rfc3339(r.last_evaluation));
-                    v["type"] = json!(r.kind);
-                    if let Some(g) = &r.scale {
-                        v["scaleGroup"] = json!(g);
-                    }
-                    v
                 })
-                .collect();
-            json!({
-                "name": g.name,
-                "file": g.file,
-                "rules": rules,
-                "interval": g.interval,
-                "limit": g.limit,
-                "evaluationTime": g.evaluation_time,
-                "lastEvaluation": rfc3339(g.last_evaluation),
-            })
+                .collect(),
+            name: g.name,
+            file: g.file,
+            interval: g.interval,
+            limit: g.limit as u64,
+            evaluation_time: g.evaluation_time,
+            last_evaluation: rfc3339(g.last_evaluation),
         })
         .collect();
     // What the delivery configuration warns of (a Slack credentials file that cannot be
     // read), for the dashboard's Rules page; Prometheus clients ignore the extra key.
-    let warnings = s
+    let alerting_warnings = s
         .alerting
         .as_ref()
         .map(|a| a.am.config().warnings.clone())
         .unwrap_or_default();
-    Ok(success(
-        json!({ "groups": groups, "alertingWarnings": warnings }),
-    ))
+    Ok(success(api::RuleDiscovery {
+        groups,
+        alerting_warnings,
+    }))
 }
 
 async fn alerts(State(s): State<Arc<AppState>>) -> Response {
@@ -162,11 +144,11 @@ async fn alerts(State(s): State<Arc<AppState>>) -> Response {
     if let Some(a) = &s.alerting {
         for g in a.manager.snapshot().await {
             for r in g.rules {
-                out.extend(r.alerts.iter().map(alert_json));
+                out.extend(r.alerts.iter().map(alert_view));
             }
         }
     }
-    success(json!({ "alerts": out }))
+    success(api::AlertDiscovery { alerts: out })
 }
 
 /// A silence as Alertmanager's v2 API writes it.
@@ -184,12 +166,11 @@ struct PostableSilence {
 }
 
 fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
+    nunchi_model::time::parse_rfc3339(v)
         .map_err(|e| ApiError::bad_data(format!("{field}: {v:?} is not an RFC 3339 time: {e}")))
 }
 
-fn silence_json(s: &Silence) -> Value {
+fn silence_view(s: &Silence) -> api::GettableSilence {
     let now = nunchi_model::now_ms();
     let state = if s.ends_at <= now {
         "expired"
@@ -198,21 +179,23 @@ fn silence_json(s: &Silence) -> Value {
     } else {
         "active"
     };
-    json!({
-        "id": s.id,
-        "status": {"state": state},
-        "updatedAt": rfc3339(s.starts_at.min(now)),
-        "comment": s.comment,
-        "createdBy": s.created_by,
-        "startsAt": rfc3339(s.starts_at),
-        "endsAt": rfc3339(s.ends_at),
-        "matchers": s.matchers,
-    })
+    api::GettableSilence {
+        id: s.id.clone(),
+        status: api::SilenceStatus {
+            state: state.to_owned(),
+        },
+        updated_at: rfc3339(s.starts_at.min(now)),
+        comment: s.comment.clone(),
+        created_by: s.created_by.clone(),
+        starts_at: rfc3339(s.starts_at),
+        ends_at: rfc3339(s.ends_at),
+        matchers: s.matchers.clone(),
+    }
 }
 
 async fn silences(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let a = s.alerting.as_ref().ok_or_else(unavailable)?;
-    Ok(Json(a.am.silences().iter().map(silence_json).collect::<Vec<_>>()).into_response())
+    Ok(Json(a.am.silences().iter().map(silence_view).collect::<Vec<_>>()).into_response())
 }
 
 async fn get_silence(
@@ -221,7 +204,7 @@ async fn get_silence(
 ) -> Result<Response, ApiError> {
     let a = s.alerting.as_ref().ok_or_else(unavailable)?;
     match a.am.silences().into_iter().find(|x| x.id == id) {
-        Some(x) => Ok(Json(silence_json(&x)).into_response()),
+        Some(x) => Ok(Json(silence_view(&x)).into_response()),
         None => Ok((StatusCode::NOT_FOUND, format!("silence {id} not found\n")).into_response()),
     }
 }
@@ -286,16 +269,22 @@ async fn deliveries(
     for h in &a.am.config().scale_hooks {
         for g in &h.groups {
             if let Ok(Some((until, last))) = a.am.cooldown(g).await {
-                cooldowns.insert(g.clone(), json!({"until": rfc3339(until), "last": last}));
+                cooldowns.insert(
+                    g.clone(),
+                    api::Cooldown {
+                        until: rfc3339(until),
+                        last,
+                    },
+                );
             }
         }
     }
-    Ok(success(json!({
-        "attempts": attempts,
-        "deadLetters": dead,
-        "pending": pending,
-        "cooldowns": cooldowns,
-    })))
+    Ok(success(api::Deliveries {
+        attempts,
+        dead_letters: dead,
+        pending,
+        cooldowns,
+    }))
 }
 
 async fn retry(State(s): State<Arc<AppState>>, Path(id): Path<i64>) -> Result<Response, ApiError> {

@@ -12,62 +12,9 @@ use crate::format;
 use crate::live::{Live, now_secs};
 use crate::pages::{PageHead, alerts_resource, error_view, labels_text};
 
-/// Parses `a="b", c=~"d.*", e!="f"` into silence matchers.
+/// Parses `a="b", c=~"d.*", e!="f"` into silence matchers, as Alertmanager does.
 pub fn parse_matchers(s: &str) -> Result<Vec<SilenceMatcher>, String> {
-    let mut out = Vec::new();
-    let mut rest = s
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .trim();
-    while !rest.is_empty() {
-        let name_end = rest
-            .find(['=', '!'])
-            .ok_or_else(|| format!("expected an operator after {rest:?}"))?;
-        let name = rest[..name_end].trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("{name:?} is not a label name"));
-        }
-        rest = &rest[name_end..];
-        let (op, after) = ["=~", "!~", "!=", "="]
-            .iter()
-            .find_map(|op| rest.strip_prefix(op).map(|a| (*op, a)))
-            .ok_or_else(|| format!("unknown operator in {rest:?}"))?;
-        let after = after.trim_start();
-        let body = after
-            .strip_prefix('"')
-            .ok_or_else(|| format!("the value of {name} must be in double quotes"))?;
-        let mut value = String::new();
-        let mut chars = body.char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, n)) = chars.next() {
-                        value.push(n);
-                    }
-                }
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        let end = end.ok_or_else(|| format!("the value of {name} is not closed"))?;
-        out.push(SilenceMatcher {
-            name: name.to_owned(),
-            value,
-            is_regex: op.ends_with('~'),
-            is_equal: !op.starts_with('!'),
-        });
-        rest = body[end + 1..].trim_start();
-        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-    }
-    if out.is_empty() {
-        return Err("at least one matcher is needed".into());
-    }
-    Ok(out)
+    nunchi_model::api::parse_matchers(s).map_err(|e| e.to_string())
 }
 
 fn matchers_text(ms: &[SilenceMatcher]) -> String {
@@ -457,7 +404,7 @@ mod tests {
             r#"alertname="HighCPU", host=~"web-.*", env!="dev""#
         );
         assert!(parse_matchers("").is_err());
-        assert!(parse_matchers("a=b").is_err());
+        assert!(parse_matchers("a").is_err());
         assert!(parse_matchers(r#"a="b"#).is_err());
     }
 }

@@ -10,7 +10,7 @@ pub mod service;
 
 use leptos::prelude::*;
 
-use crate::api::{Alert, Api};
+use crate::api::{Alert, AlertDiscovery, Api};
 
 pub use crate::format::labels_text;
 
@@ -25,13 +25,8 @@ pub fn alerts_resource() -> Resource<Result<Vec<Alert>, String>> {
 pub fn fetch_alerts(
     api: &Api,
 ) -> impl std::future::Future<Output = Result<Vec<Alert>, String>> + Send + 'static + use<> {
-    let f = api.data::<AlertsData>("/api/v1/alerts".into());
+    let f = api.data::<AlertDiscovery>("/api/v1/alerts".into());
     async move { f.await.map(|d| d.alerts) }
-}
-
-#[derive(serde::Deserialize)]
-struct AlertsData {
-    alerts: Vec<Alert>,
 }
 
 /// An error line.

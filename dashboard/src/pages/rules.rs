@@ -2,18 +2,10 @@
 
 use leptos::prelude::*;
 
-use crate::api::{Api, RuleGroup};
+use crate::api::{Api, RuleDiscovery};
 use crate::format;
 use crate::live::Live;
 use crate::pages::{PageHead, error_view};
-
-#[derive(serde::Deserialize)]
-struct RulesData {
-    groups: Vec<RuleGroup>,
-    /// What the alerting configuration warns of.
-    #[serde(default, rename = "alertingWarnings")]
-    alerting_warnings: Vec<String>,
-}
 
 /// The rules page.
 #[component]
@@ -23,7 +15,7 @@ pub fn Rules() -> impl IntoView {
     let groups = Resource::new(
         move || live.tick.get(),
         move |_| {
-            let f = api.data::<RulesData>("/api/v1/rules".into());
+            let f = api.data::<RuleDiscovery>("/api/v1/rules".into());
             async move { f.await.map(|d| (d.groups, d.alerting_warnings)) }
         },
     );
