@@ -60,14 +60,17 @@ pub trait SeriesStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, Result<QueryResult, QueryError>>;
 
     /// Evaluates a parsed expression (`text` is the same) at `t` (ms) for rule
-    /// evaluation, which waits for no client query.
+    /// evaluation, which waits for no client query. A store that cannot take the parsed
+    /// form evaluates the text.
     fn instant_expr<'a>(
         &'a self,
-        expr: &'a Expr,
+        _expr: &'a Expr,
         text: &'a str,
         t: i64,
         limits: QueryLimits,
-    ) -> StoreFuture<'a, Result<QueryResult, QueryError>>;
+    ) -> StoreFuture<'a, Result<QueryResult, QueryError>> {
+        self.instant(text, t, limits)
+    }
 
     /// Evaluates `query` at every `step` from `start` to `end` (ms), reusing kept
     /// answers unless `nocache`.
@@ -320,16 +323,6 @@ impl SeriesStore for Remote {
         limits: QueryLimits,
     ) -> StoreFuture<'a, Result<QueryResult, QueryError>> {
         Box::pin(timed(limits, Remote::instant(self, query, t)))
-    }
-
-    fn instant_expr<'a>(
-        &'a self,
-        _expr: &'a Expr,
-        text: &'a str,
-        t: i64,
-        limits: QueryLimits,
-    ) -> StoreFuture<'a, Result<QueryResult, QueryError>> {
-        Box::pin(timed(limits, Remote::instant(self, text, t)))
     }
 
     fn range<'a>(
